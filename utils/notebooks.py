@@ -1,0 +1,197 @@
+"""Build the notebooks from their two sources: prose and reference code.
+
+Each chapter's prose is ``chapters/src/<stem>.md``: markdown, with fenced code blocks.
+
+* A ```` ```python ```` block becomes a code cell, the same in both notebooks.
+* An ```` ```exercise ```` block lists names from the chapter's ``solutions`` module, one a
+  line. Each becomes a code cell holding the reference code (solved notebook) or its stub
+  (student notebook: signature, docstring, ``raise NotImplementedError()``), then a cell
+  ``check(name)``. ``Class: method1 method2`` stubs only those methods of a class.
+* A ```` ```given ```` block lists names whose reference code both notebooks show as is.
+* The first line is ``<!-- module: NAME -->``, naming ``solutions/NAME.py``.
+
+    python -m utils.notebooks          # write chapters/<stem>.ipynb, solutions/<stem>_solved.ipynb
+    python -m utils.notebooks --check  # fail if a committed notebook is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import importlib
+import inspect
+import re
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ROOT / "chapters" / "src"
+_FENCE = re.compile(r"^```(\w*)\s*$")
+_MODULE = re.compile(r"^<!--\s*module:\s*(\w+)\s*-->\s*$")
+
+
+@dataclass
+class Block:
+    kind: str  # markdown | python | exercise | given
+    text: str
+
+
+def parse(source: str, origin: str = "source") -> tuple[str, list[Block]]:
+    """The module name and the blocks of a chapter source."""
+    lines = source.splitlines()
+    header = _MODULE.match(lines[0]) if lines else None
+    if not header:
+        raise ValueError(f"{origin}: the first line must be '<!-- module: NAME -->'")
+    blocks: list[Block] = []
+    prose: list[str] = []
+    fence: str | None = None
+    body: list[str] = []
+    for number, line in enumerate(lines[1:], start=2):
+        match = _FENCE.match(line)
+        if fence is None and match and match.group(1) in ("python", "exercise", "given"):
+            if "".join(prose).strip():
+                blocks.append(Block("markdown", "\n".join(prose).strip("\n")))
+            prose, fence, body = [], match.group(1), []
+        elif fence is not None and line.strip() == "```":
+            blocks.append(Block(fence, "\n".join(body).strip("\n")))
+            fence = None
+        elif fence is not None:
+            body.append(line)
+        elif line.strip() == "+++":  # an explicit break between markdown cells
+            if "".join(prose).strip():
+                blocks.append(Block("markdown", "\n".join(prose).strip("\n")))
+            prose = []
+        else:
+            prose.append(line)
+    if fence is not None:
+        raise ValueError(f"{origin}: a ```{fence} block is never closed")
+    if "".join(prose).strip():
+        blocks.append(Block("markdown", "\n".join(prose).strip("\n")))
+    return header.group(1), blocks
+
+
+def _stub_function(node: ast.FunctionDef, lines: list[str]) -> list[str]:
+    """Decorators, signature and docstring of ``node``, then ``raise NotImplementedError()``."""
+    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    body = node.body
+    has_doc = isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+        and isinstance(body[0].value.value, str)
+    keep_to = body[0].end_lineno if has_doc else body[0].lineno - 1
+    indent = " " * body[0].col_offset
+    return lines[first - 1: keep_to] + [f"{indent}raise NotImplementedError()"]
+
+
+def stub(obj, methods: list[str] | None = None) -> str:
+    """The student's version of a reference function or class."""
+    source = textwrap.dedent(inspect.getsource(obj))
+    lines = source.splitlines()
+    node = ast.parse(source).body[0]
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return "\n".join(_stub_function(node, lines))
+    if not isinstance(node, ast.ClassDef):
+        raise TypeError(f"cannot make a stub of {obj!r}")
+    out = lines[: node.body[0].lineno - 1]
+    previous_end = node.body[0].lineno - 1
+    for item in node.body:
+        start = min([item.lineno] + [d.lineno for d in getattr(item, "decorator_list", [])])
+        out += lines[previous_end: start - 1]  # blank lines and comments between members
+        is_method = isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
+        if is_method and (methods is None or item.name in methods):
+            out += _stub_function(item, lines)
+        else:
+            out += lines[start - 1: item.end_lineno]
+        previous_end = item.end_lineno
+    return "\n".join(out)
+
+
+def _cell(kind: str, text: str, index: int) -> dict:
+    cell_id = hashlib.sha1(f"{index}:{kind}".encode()).hexdigest()[:12]
+    cell = {"cell_type": kind, "id": cell_id, "metadata": {}, "source": text}
+    if kind == "code":
+        cell.update(execution_count=None, outputs=[])
+    return cell
+
+
+def build(source_path: Path) -> tuple[dict, dict]:
+    """The student and solved notebooks (nbformat 4 dicts) for one chapter source."""
+    module_name, blocks = parse(source_path.read_text(encoding="utf-8"), str(source_path))
+    module = importlib.import_module(f"solutions.{module_name}")
+    student, solved = [], []
+    for block in blocks:
+        if block.kind == "markdown":
+            student.append(("markdown", block.text))
+            solved.append(("markdown", block.text))
+        elif block.kind == "python":
+            student.append(("code", block.text))
+            solved.append(("code", block.text))
+        else:
+            for line in filter(str.strip, block.text.splitlines()):
+                name, _, only = line.partition(":")
+                name = name.strip()
+                if not hasattr(module, name):
+                    raise ValueError(f"{source_path.name}: solutions.{module_name} has no {name!r}")
+                obj = getattr(module, name)
+                code = textwrap.dedent(inspect.getsource(obj)).rstrip()
+                if block.kind == "given":
+                    student.append(("code", code))
+                    solved.append(("code", code))
+                else:
+                    student.append(("code", stub(obj, only.split() or None)))
+                    solved.append(("code", code))
+                    student.append(("code", f"check({name})"))
+                    solved.append(("code", f"check({name})"))
+
+    def notebook(cells):
+        return {
+            "cells": [_cell(kind, text, i) for i, (kind, text) in enumerate(cells)],
+            "metadata": {
+                "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                "language_info": {"name": "python"},
+            },
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        }
+
+    return notebook(student), notebook(solved)
+
+
+def targets(source_path: Path) -> tuple[Path, Path]:
+    stem = source_path.stem
+    return ROOT / "chapters" / f"{stem}.ipynb", ROOT / "solutions" / f"{stem}_solved.ipynb"
+
+
+def render(notebook: dict) -> str:
+    """The notebook as Jupyter writes it (validated, sources split into lines)."""
+    node = nbformat.from_dict(notebook)
+    nbformat.validate(node)
+    return nbformat.writes(node) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m utils.notebooks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only report stale notebooks (exit 1)")
+    args = parser.parse_args(argv)
+    stale = []
+    for source in sorted(SOURCES.glob("*.md")):
+        for notebook, path in zip(build(source), targets(source)):
+            text = render(notebook)
+            if path.exists() and path.read_text(encoding="utf-8") == text:
+                continue
+            if args.check:
+                stale.append(path.relative_to(ROOT))
+            else:
+                path.write_text(text, encoding="utf-8")
+                print(f"wrote {path.relative_to(ROOT)}")
+    if stale:
+        print("stale notebooks (run `python -m utils.notebooks`): " + ", ".join(map(str, stale)))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

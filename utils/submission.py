@@ -1,0 +1,158 @@
+"""Reading a student's submission: the definitions in a notebook or a .py file.
+
+Only what grading needs is kept: imports, function and class definitions, and
+assignments of literal constants, from every code cell, in order (so the last definition
+of a name wins, as when the notebook runs top to bottom). Training loops, plots and other
+top-level code never run. A cell that does not parse is reported and skipped; the rest
+is still graded.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from utils.checks import CHAPTERS
+
+# IPython syntax that is not Python: magics, shell escapes, help.
+_IPYTHON_LINE = re.compile(r"^\s*(%|!|\?|[A-Za-z_][\w.]*\?\??\s*$)")
+
+
+@dataclass
+class Statement:
+    """One top-level statement to run, and where it came from (for error messages)."""
+
+    code: str
+    origin: str  # e.g. "cell 7" or "line 12"
+    defines: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Submission:
+    path: Path
+    statements: list[Statement]
+    errors: list[str]
+
+    def defined_names(self) -> set[str]:
+        return {name for s in self.statements for name in s.defines}
+
+
+def _is_literal(node: ast.expr) -> bool:
+    try:
+        ast.literal_eval(node)
+        return True
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+
+
+def _kept(node: ast.stmt) -> list[str] | None:
+    """The names a top-level statement defines, or None if grading must not run it."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [node.name]
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return [(a.asname or a.name).split(".")[0] for a in node.names]
+    if isinstance(node, ast.Assign) and _is_literal(node.value) and all(
+            isinstance(t, ast.Name) for t in node.targets):
+        return [t.id for t in node.targets]
+    if isinstance(node, ast.AnnAssign) and node.value is not None and _is_literal(node.value) \
+            and isinstance(node.target, ast.Name):
+        return [node.target.id]
+    return None
+
+
+def _statements(source: str, origin: str) -> tuple[list[Statement], str | None]:
+    lines = ["" if _IPYTHON_LINE.match(line) else line for line in source.splitlines()]
+    try:
+        tree = ast.parse("\n".join(lines))
+    except SyntaxError as exc:
+        return [], f"{origin} has a syntax error and was skipped: {exc.msg} (line {exc.lineno})"
+    kept = []
+    for node in tree.body:
+        names = _kept(node)
+        if names is not None:
+            first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+            # blank lines in front keep line numbers in tracebacks those of the cell
+            code = "\n" * (first - 1) + "\n".join(lines[first - 1: node.end_lineno])
+            kept.append(Statement(code, origin, names))
+    return kept, None
+
+
+def _notebook_cells(path: Path) -> tuple[list[str], list[str]]:
+    """The code cells' sources, and any problems reading the notebook."""
+    try:
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        return [], [f"{path.name} is not a text file; expected a Jupyter notebook (.ipynb)"]
+    except json.JSONDecodeError as exc:
+        return [], [f"{path.name} is not valid notebook JSON (line {exc.lineno}, column "
+                    f"{exc.colno}: {exc.msg}); was it saved completely? Re-save it in Jupyter."]
+    if not isinstance(notebook, dict):
+        return [], [f"{path.name} is JSON but not a notebook (no 'cells')"]
+    problems = []
+    if "cells" in notebook:
+        cells = notebook["cells"]
+        source_key = "source"
+        if notebook.get("nbformat", 4) != 4:
+            problems.append(f"{path.name} declares nbformat {notebook.get('nbformat')}; read as 4")
+    elif "worksheets" in notebook:  # nbformat 3 and older
+        cells = [c for w in notebook.get("worksheets") or [] for c in w.get("cells", [])]
+        source_key = "input"
+        problems.append(f"{path.name} is an old notebook (nbformat {notebook.get('nbformat')}); "
+                        "it was read, but please re-save it with a current Jupyter")
+    else:
+        return [], [f"{path.name} is JSON but has no cells; is it a notebook?"]
+    sources = []
+    for cell in cells if isinstance(cells, list) else []:
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        source = cell.get(source_key, "")
+        sources.append("".join(source) if isinstance(source, list) else str(source))
+    return sources, problems
+
+
+def read_submission(path: str | Path) -> Submission:
+    """The statements grading runs from a notebook or a .py file, plus reading problems."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no submission at {path}")
+    if path.suffix == ".ipynb":
+        sources, errors = _notebook_cells(path)
+        origins = [f"code cell {i + 1}" for i in range(len(sources))]
+    elif path.suffix == ".py":
+        try:
+            sources, errors = [path.read_text(encoding="utf-8")], []
+        except UnicodeDecodeError:
+            sources, errors = [], [f"{path.name} is not UTF-8 text"]
+        origins = [path.name]
+    else:
+        raise ValueError(f"{path.name}: a submission is a notebook (.ipynb) or a Python file (.py)")
+    statements = []
+    for source, origin in zip(sources, origins):
+        kept, error = _statements(source, origin)
+        statements += kept
+        if error:
+            errors.append(error)
+    return Submission(path, statements, errors)
+
+
+def infer_chapter(submission: Submission) -> str | None:
+    """The chapter whose exercises the submission defines most of (or its file name says)."""
+    from utils.checks import load_suite
+
+    for chapter in CHAPTERS:
+        if chapter in submission.path.stem:
+            return chapter
+    defined = submission.defined_names()
+    best, best_hits = None, 0
+    for chapter in CHAPTERS:
+        try:
+            exercises = load_suite(chapter).exercises
+        except ModuleNotFoundError:
+            continue
+        hits = len(defined & set(exercises))
+        if hits > best_hits:
+            best, best_hits = chapter, hits
+    return best
