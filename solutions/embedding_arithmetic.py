@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 
@@ -144,12 +144,14 @@ class AnalogyResult:
 
     ``questions [n, 4]`` holds the row indices (a, b, c, expected) of the questions that were
     asked (those with every word in the vocabulary), ``predicted [n]`` the answer given to
-    each, ``section_of [n]`` the index of its section in ``sections``.
+    each, ``is_correct [n]`` whether it counts as right (a case variant of the expected word
+    does), ``section_of [n]`` the index of its section in ``sections``.
     """
 
     sections: dict[str, tuple[int, int]]
     questions: Int[Tensor, "n 4"]
     predicted: Int[Tensor, "n"]
+    is_correct: Bool[Tensor, "n"]
     section_of: Int[Tensor, "n"]
     skipped: int
 
@@ -281,4 +283,4 @@ def evaluate_analogies(E: Float[Tensor, "vocab d"], words: list[str], questions_
         mine = section_of == s
         correct, total = counts.get(section.name, (0, 0))
         counts[section.name] = (correct + int(hit[mine].sum()), total + int(mine.sum()))
-    return AnalogyResult(counts, questions, predicted, section_of, skipped)
+    return AnalogyResult(counts, questions, predicted, hit, section_of, skipped)

@@ -165,10 +165,41 @@ def _(impl, seed):
     return v, impl.project_onto_span(v, basis)
 
 
+# --------------------------------------------------------------------------- batched scores
+
+
+def _ranking(impl, seed, method):
+    """Top 10 candidates per question: scores may differ by a positive factor per question."""
+    E = torch.nn.functional.normalize(_matrix(seed, 60, 12), dim=1)
+    q = torch.tensor(_TRIPLES)
+    scores = impl.analogy_scores(E[q[:, 0]], E[q[:, 1]], E[q[:, 2]], E, method)
+    return tuple(scores.shape), scores.argsort(dim=1, descending=True)[:, :10]
+
+
+for _method, _mistake in [
+        ("3cosadd", "score candidates against b - a + c (inputs are unit vectors already)"),
+        ("3cosmul", "s = (cos + 1) / 2 for each of a, b, c; score = s_b · s_c / (s_a + eps)"),
+        ("only_c", "the only-c baseline scores each candidate by its cosine with c alone"),
+        ("ignore_a", "the ignore-a baseline scores candidates against b + c")]:
+    suite.case("analogy_scores", f"ranking by {_method}", _mistake)(
+        lambda impl, seed, method=_method: _ranking(impl, seed, method))
+
+
+@suite.case("analogy_scores", "an unknown method is refused",
+            "raise ValueError for a method name you don't know, naming the valid ones")
+def _(impl, seed):
+    E = torch.nn.functional.normalize(_matrix(seed, 10, 4), dim=1)
+    try:
+        impl.analogy_scores(E[:2], E[2:4], E[4:6], E, "4cosadd")
+    except ValueError:
+        return "ValueError"
+    return "no error"
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
-def _analogy_world(seed: int, directory: Path) -> tuple[torch.Tensor, list[str], Path]:
+def _analogy_world(seed: int, directory: Path) -> tuple[torch.Tensor, list[str], Path, int]:
     """A small vocabulary where offsets mostly work, with traps for each protocol rule.
 
     Countries and capitals differ by one offset, so 3CosAdd mostly answers right; the

@@ -298,9 +298,8 @@ def check(obj: Any, chapter: str | None = None) -> bool:
 
 
 def _try_load_suite(chapter: str) -> Suite | None:
+    """A chapter's suite, or None if it has none (or another chapter's checks are broken)."""
     try:
         return load_suite(chapter)
-    except ModuleNotFoundError as exc:
-        if exc.name == f"tests.test_{chapter}":
-            return None  # that chapter has no checks yet
-        raise
+    except Exception:  # noqa: BLE001 - one chapter's checks must not break another's
+        return None

@@ -23,7 +23,6 @@ import importlib
 import inspect
 import re
 import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,15 +85,33 @@ def _stub_function(node: ast.FunctionDef, lines: list[str]) -> list[str]:
     return lines[first - 1: keep_to] + [f"{indent}raise NotImplementedError()"]
 
 
-def stub(obj, methods: list[str] | None = None) -> str:
-    """The student's version of a reference function or class."""
-    source = textwrap.dedent(inspect.getsource(obj))
+def definitions(module) -> dict[str, str]:
+    """Source of each top-level function, class and assignment of a module, by name."""
+    source = inspect.getsource(module)
+    lines = source.splitlines()
+    found = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names = [node.name]
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names = [t.id for t in targets if isinstance(t, ast.Name)]
+        else:
+            continue
+        first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        for name in names:
+            found[name] = "\n".join(lines[first - 1: node.end_lineno])
+    return found
+
+
+def stub(source: str, methods: list[str] | None = None) -> str:
+    """The student's version of a reference function or class, from its source."""
     lines = source.splitlines()
     node = ast.parse(source).body[0]
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         return "\n".join(_stub_function(node, lines))
     if not isinstance(node, ast.ClassDef):
-        raise TypeError(f"cannot make a stub of {obj!r}")
+        raise TypeError("only functions and classes can be exercises")
     out = lines[: node.body[0].lineno - 1]
     previous_end = node.body[0].lineno - 1
     for item in node.body:
@@ -120,7 +137,7 @@ def _cell(kind: str, text: str, index: int) -> dict:
 def build(source_path: Path) -> tuple[dict, dict]:
     """The student and solved notebooks (nbformat 4 dicts) for one chapter source."""
     module_name, blocks = parse(source_path.read_text(encoding="utf-8"), str(source_path))
-    module = importlib.import_module(f"solutions.{module_name}")
+    sources = definitions(importlib.import_module(f"solutions.{module_name}"))
     student, solved = [], []
     for block in blocks:
         if block.kind == "markdown":
@@ -133,15 +150,14 @@ def build(source_path: Path) -> tuple[dict, dict]:
             for line in filter(str.strip, block.text.splitlines()):
                 name, _, only = line.partition(":")
                 name = name.strip()
-                if not hasattr(module, name):
-                    raise ValueError(f"{source_path.name}: solutions.{module_name} has no {name!r}")
-                obj = getattr(module, name)
-                code = textwrap.dedent(inspect.getsource(obj)).rstrip()
+                if name not in sources:
+                    raise ValueError(f"{source_path.name}: solutions/{module_name}.py defines no {name!r}")
+                code = sources[name]
                 if block.kind == "given":
                     student.append(("code", code))
                     solved.append(("code", code))
                 else:
-                    student.append(("code", stub(obj, only.split() or None)))
+                    student.append(("code", stub(code, only.split() or None)))
                     solved.append(("code", code))
                     student.append(("code", f"check({name})"))
                     solved.append(("code", f"check({name})"))

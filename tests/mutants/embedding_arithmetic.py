@@ -180,6 +180,44 @@ def _(v, basis):
     return sum((v @ u) * u for u in q)
 
 
+# --------------------------------------------------------------------------- batched scores
+
+@alternative("analogy_scores", "the formulas written literally, target normalised")
+def _(a, b, c, candidates, method, eps=1e-3):
+    if method == "3cosadd":
+        return normalize_rows(b - a + c) @ candidates.T
+    s = [(x @ candidates.T + 1) / 2 for x in (a, b, c)]
+    if method == "3cosmul":
+        return s[1] * s[2] / (s[0] + eps)
+    if method == "only_c":
+        return s[2]
+    if method == "ignore_a":
+        return normalize_rows(b + c) @ candidates.T
+    raise ValueError(method)
+
+
+@mutant("analogy_scores", "3CosMul without the shift to [0, 1]")
+def _(a, b, c, candidates, method, eps=1e-3):
+    if method == "3cosmul":
+        return (b @ candidates.T) * (c @ candidates.T) / (a @ candidates.T + eps)
+    return ref.analogy_scores(a, b, c, candidates, method, eps)
+
+
+@mutant("analogy_scores", "ignore-a subtracts a")
+def _(a, b, c, candidates, method, eps=1e-3):
+    return ref.analogy_scores(a, b, c, candidates, "3cosadd" if method == "ignore_a" else method, eps)
+
+
+@mutant("analogy_scores", "sign error in 3CosAdd")
+def _(a, b, c, candidates, method, eps=1e-3):
+    return ref.analogy_scores(b, a, c, candidates, method, eps)
+
+
+@mutant("analogy_scores", "unknown methods fall back to 3CosAdd")
+def _(a, b, c, candidates, method, eps=1e-3):
+    return ref.analogy_scores(a, b, c, candidates, method if method in ref.METHODS else "3cosadd", eps)
+
+
 # --------------------------------------------------------------------------- evaluation
 
 def evaluate_analogies_loop(E, words, questions_path, method="3cosadd", restrict_vocab=300_000,
@@ -216,7 +254,7 @@ def evaluate_analogies_loop(E, words, questions_path, method="3cosadd", restrict
             sections[section.name][0] += int(index[keys[int(scores.argmax())]] == d)
             sections[section.name][1] += 1
     return ref.AnalogyResult({k: tuple(v) for k, v in sections.items()}, torch.zeros(0, 4),
-                             torch.zeros(0), torch.zeros(0), 0)
+                             torch.zeros(0), torch.zeros(0), torch.zeros(0), 0)
 
 
 alternative("evaluate_analogies", "a loop over questions")(evaluate_analogies_loop)
