@@ -55,8 +55,8 @@ def _(impl, seed):
 def _(impl, seed):
     E = _matrix(seed, 5, 3)
     before = E.clone()
-    impl.normalize_rows(E)
-    return E - before
+    result = impl.normalize_rows(E)
+    return result, E - before
 
 
 # --------------------------------------------------------------------------- cosine_similarity

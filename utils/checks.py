@@ -269,7 +269,7 @@ def _implementation_of(obj: Any) -> types.SimpleNamespace:
     return types.SimpleNamespace(**{**module_globals, obj.__name__: obj})
 
 
-def check(obj: Any, chapter: str | None = None) -> bool:
+def check(obj: Any, chapter: str | None = None) -> None:
     """Run the hidden checks of one exercise on ``obj`` and print one line per case.
 
     Use in a notebook, right under the exercise: ``check(normalize_rows)``.
@@ -281,7 +281,7 @@ def check(obj: Any, chapter: str | None = None) -> bool:
     suite = next((s for s in map(_try_load_suite, chapters) if s and s.cases_for(name)), None)
     if suite is None:
         print(f"There are no checks for {name!r}: is the name spelled as in the exercise?")
-        return False
+        return
     reference = suite.reference()
     passed = 0
     cases = suite.cases_for(name)
@@ -290,11 +290,10 @@ def check(obj: Any, chapter: str | None = None) -> bool:
         if not verdict.passed:
             print(f"✗ {case.name}: {verdict.message}")
             print(f"{name}: {passed} of {len(cases)} checks passed before this one.")
-            return False
+            return
         print(f"✓ {case.name}")
         passed += 1
     print(f"{name}: all {len(cases)} checks passed.")
-    return True
 
 
 def _try_load_suite(chapter: str) -> Suite | None:

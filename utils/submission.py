@@ -3,8 +3,8 @@
 Only what grading needs is kept: imports, function and class definitions, and
 assignments of literal constants, from every code cell, in order (so the last definition
 of a name wins, as when the notebook runs top to bottom). Training loops, plots and other
-top-level code never run. A cell that does not parse is reported and skipped; the rest
-is still graded.
+top-level code never run. A cell that does not parse is reported, and the definitions in
+it that parse on their own are still read; the rest of the notebook is graded as usual.
 """
 
 from __future__ import annotations
@@ -35,9 +35,14 @@ class Submission:
     path: Path
     statements: list[Statement]
     errors: list[str]
+    assigned_by_skipped_code: set[str] = field(default_factory=set)
 
     def defined_names(self) -> set[str]:
         return {name for s in self.statements for name in s.defines}
+
+    def skipped_names(self) -> set[str]:
+        """Globals only top-level code assigns, which grading does not run."""
+        return self.assigned_by_skipped_code - self.defined_names()
 
 
 def _is_literal(node: ast.expr) -> bool:
@@ -63,21 +68,53 @@ def _kept(node: ast.stmt) -> list[str] | None:
     return None
 
 
-def _statements(source: str, origin: str) -> tuple[list[Statement], str | None]:
+def _assigned(node: ast.stmt) -> list[str]:
+    """Names a skipped top-level statement would have assigned (for a hint on NameError)."""
+    targets = node.targets if isinstance(node, ast.Assign) else \
+        [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.For)) else []
+    return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+
+
+_TOP_LEVEL_START = re.compile(r"^(def |async def |class |@|import |from )")
+
+
+def _blocks(lines: list[str]) -> list[tuple[int, int]]:
+    """Line ranges that each start a top-level definition or import (a decorator keeps its def)."""
+    starts = [i for i, line in enumerate(lines) if _TOP_LEVEL_START.match(line)
+              and not (i and lines[i - 1].startswith("@"))]
+    return list(zip([0] + starts, starts + [len(lines)]))
+
+
+def _statements(source: str, origin: str) -> tuple[list[Statement], list[str], str | None]:
+    """What grading runs from one cell, the names it skips, and a syntax problem if any.
+
+    A cell that does not parse is cut into its top-level definitions, and each one that
+    parses on its own is still read: one broken function costs only itself.
+    """
     lines = ["" if _IPYTHON_LINE.match(line) else line for line in source.splitlines()]
     try:
-        tree = ast.parse("\n".join(lines))
+        trees, error = [ast.parse("\n".join(lines))], None
     except SyntaxError as exc:
-        return [], f"{origin} has a syntax error and was skipped: {exc.msg} (line {exc.lineno})"
-    kept = []
-    for node in tree.body:
+        trees, error = [], f"{origin} has a syntax error: {exc.msg} (line {exc.lineno})"
+        for start, end in _blocks(lines):
+            try:  # blank lines in front keep the cell's line numbers
+                trees.append(ast.parse("\n" * start + "\n".join(lines[start:end])))
+            except SyntaxError:
+                continue
+    kept, skipped = [], []
+    for node in (node for tree in trees for node in tree.body):
         names = _kept(node)
-        if names is not None:
+        if names is None:
+            skipped += _assigned(node)
+        else:
             first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
             # blank lines in front keep line numbers in tracebacks those of the cell
             code = "\n" * (first - 1) + "\n".join(lines[first - 1: node.end_lineno])
             kept.append(Statement(code, origin, names))
-    return kept, None
+    if error:
+        defined = [name for statement in kept for name in statement.defines]
+        error += f"; read from it anyway: {', '.join(defined)}" if defined else "; it was skipped"
+    return kept, skipped, error
 
 
 def _notebook_cells(path: Path) -> tuple[list[str], list[str]]:
@@ -129,13 +166,14 @@ def read_submission(path: str | Path) -> Submission:
         origins = [path.name]
     else:
         raise ValueError(f"{path.name}: a submission is a notebook (.ipynb) or a Python file (.py)")
-    statements = []
+    statements, skipped = [], set()
     for source, origin in zip(sources, origins):
-        kept, error = _statements(source, origin)
+        kept, assigned, error = _statements(source, origin)
         statements += kept
+        skipped.update(assigned)
         if error:
             errors.append(error)
-    return Submission(path, statements, errors)
+    return Submission(path, statements, errors, skipped)
 
 
 def infer_chapter(submission: Submission) -> str | None:
