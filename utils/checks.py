@@ -89,7 +89,7 @@ class Suite:
         return importlib.import_module(f"solutions.{self.chapter}")
 
     def pytest_function(self):
-        """A pytest test parametrised over every case (see ``tests/conftest.py``)."""
+        """A pytest test parametrised over every case (see ``conftest.py``)."""
         import pytest
 
         suite = self

@@ -1,5 +1,7 @@
 """pytest options for grading: ``pytest --submission PATH [--chapter NAME]``.
 
+At the repository root so that pytest knows the options before it collects anything.
+
 Without ``--submission`` the hidden checks run against ``solutions/`` (and the project's
 own tests run too). With it, only the hidden checks of the submission's chapter run, and
 the submission's side runs in the grader's sandbox (``utils.sandbox``).
