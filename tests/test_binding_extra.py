@@ -162,20 +162,6 @@ def test_load_clip_needs_the_preprocessors(tmp_path):
         binding.load_clip(tmp_path)
 
 
-def test_notebook_constants_match_the_module():
-    """The chapter's first code cell restates the module's constants; they must agree."""
-    import ast
-
-    from utils.notebooks import SOURCES, parse
-
-    _, blocks = parse((SOURCES / "5_binding.md").read_text(encoding="utf-8"))
-    setup = ast.parse(next(b.text for b in blocks if b.kind == "python"))
-    found = {node.targets[0].id: ast.literal_eval(node.value) for node in setup.body
-             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-             and node.targets[0].id in ("COLOURS", "SHAPES", "RGB", "TEMPLATES")}
-    assert found == {name: getattr(binding, name) for name in ("COLOURS", "SHAPES", "RGB", "TEMPLATES")}
-
-
 def test_swapped_caption_test_runs_on_a_tiny_random_siglip(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, SiglipConfig, SiglipImageProcessor, SiglipModel

@@ -7,7 +7,8 @@ Each chapter's prose is ``chapters/src/<stem>.md``: markdown, with fenced code b
   line. Each becomes a code cell holding the reference code (solved notebook) or its stub
   (student notebook: signature, docstring, ``raise NotImplementedError()``), then a cell
   ``check(name)``. ``Class: method1 method2`` stubs only those methods of a class.
-* A ```` ```given ```` block lists names whose reference code both notebooks show as is.
+* A ```` ```given ```` block lists names whose reference code both notebooks show as is,
+  together in one cell.
 * The first line is ``<!-- module: NAME -->``, naming ``solutions/NAME.py``.
 
     python -m utils.notebooks          # write chapters/<stem>.ipynb, solutions/<stem>_solved.ipynb
@@ -146,21 +147,24 @@ def build(source_path: Path) -> tuple[dict, dict]:
         elif block.kind == "python":
             student.append(("code", block.text))
             solved.append(("code", block.text))
+        elif block.kind == "given":  # one cell holding every definition listed
+            names = [line.strip() for line in block.text.splitlines() if line.strip()]
+            missing = [name for name in names if name not in sources]
+            if missing:
+                raise ValueError(f"{source_path.name}: solutions/{module_name}.py defines no {missing}")
+            code = "\n\n\n".join(sources[name] for name in names)
+            student.append(("code", code))
+            solved.append(("code", code))
         else:
             for line in filter(str.strip, block.text.splitlines()):
                 name, _, only = line.partition(":")
                 name = name.strip()
                 if name not in sources:
                     raise ValueError(f"{source_path.name}: solutions/{module_name}.py defines no {name!r}")
-                code = sources[name]
-                if block.kind == "given":
-                    student.append(("code", code))
-                    solved.append(("code", code))
-                else:
-                    student.append(("code", stub(code, only.split() or None)))
-                    solved.append(("code", code))
-                    student.append(("code", f"check({name})"))
-                    solved.append(("code", f"check({name})"))
+                student.append(("code", stub(sources[name], only.split() or None)))
+                solved.append(("code", sources[name]))
+                student.append(("code", f"check({name})"))
+                solved.append(("code", f"check({name})"))
 
     def notebook(cells):
         return {
