@@ -11,7 +11,7 @@ Each chapter's prose is ``chapters/src/<stem>.md``: markdown, with fenced code b
   together in one cell.
 * The first line is ``<!-- module: NAME -->``, naming ``solutions/NAME.py``.
 
-    python -m utils.notebooks          # write chapters/<stem>.ipynb, solutions/<stem>_solved.ipynb
+    python -m utils.notebooks [STEM]   # write chapters/<stem>.ipynb, solutions/<stem>_solved.ipynb
     python -m utils.notebooks --check  # fail if a committed notebook is stale
 """
 
@@ -194,10 +194,17 @@ def render(notebook: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.notebooks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("stems", nargs="*", metavar="STEM", help="only these chapters (e.g. 1_embedding_arithmetic)")
     parser.add_argument("--check", action="store_true", help="only report stale notebooks (exit 1)")
     args = parser.parse_args(argv)
+    sources = sorted(SOURCES.glob("*.md"))
+    unknown = set(args.stems) - {s.stem for s in sources}
+    if unknown:
+        parser.error(f"no chapter source for {', '.join(sorted(unknown))}; see {SOURCES.relative_to(ROOT)}/")
     stale = []
-    for source in sorted(SOURCES.glob("*.md")):
+    for source in sources:
+        if args.stems and source.stem not in args.stems:
+            continue
         for notebook, path in zip(build(source), targets(source)):
             text = render(notebook)
             if path.exists() and path.read_text(encoding="utf-8") == text:

@@ -34,10 +34,10 @@ from pathlib import Path
 
 from utils import plain
 from utils.checks import Outcome, load_suite
-from utils.submission import Submission
+from utils.submission import COURSE_INTERNALS, Submission
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCKED = ("solutions", "tests")
+BLOCKED = COURSE_INTERNALS
 MAX_EVENT_BYTES = 64 << 20  # one case's result; larger is garbage
 
 

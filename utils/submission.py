@@ -17,6 +17,8 @@ from pathlib import Path
 
 from utils.checks import CHAPTERS
 
+COURSE_INTERNALS = ("solutions", "tests")  # never importable while grading
+
 # IPython syntax that is not Python: magics, shell escapes, help.
 _IPYTHON_LINE = re.compile(r"^\s*(%|!|\?|[A-Za-z_][\w.]*\?\??\s*$)")
 
@@ -58,6 +60,9 @@ def _kept(node: ast.stmt) -> list[str] | None:
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return [node.name]
     if isinstance(node, (ast.Import, ast.ImportFrom)):
+        modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+        if any(m.split(".")[0] in COURSE_INTERNALS for m in modules):
+            return None  # a later chapter may use an earlier one's reference code; grading never does
         return [(a.asname or a.name).split(".")[0] for a in node.names]
     if isinstance(node, ast.Assign) and _is_literal(node.value) and all(
             isinstance(t, ast.Name) for t in node.targets):
