@@ -5,7 +5,6 @@ chapter). The student notebooks are checked for stubs, never executed: their stu
 """
 
 import os
-from pathlib import Path
 
 import nbformat
 import pytest
