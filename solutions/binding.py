@@ -21,6 +21,8 @@ from einops import einsum, rearrange
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from solutions.saes import sae_loss  # chapter 4
+
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
 SHAPES = ("cube", "sphere", "cone", "cylinder", "ring")
 # RGB for rendering, in COLOURS order; the background is mid grey
@@ -268,7 +270,8 @@ class MatrixBindingSAE(nn.Module):
 
 def train_sae(sae: nn.Module, atoms: Tensor, R: Tensor, p_active: float, l1_coeff: float = 0.1,
               steps: int = 1000, batch_size: int = 256, lr: float = 1e-2, seed: int = 0) -> list[float]:
-    """Adam on squared error (summed over d) + l1_coeff · Σ|z|, fresh data each step."""
+    """Adam on chapter 4's ``sae_loss`` (squared error summed over d + l1_coeff · Σ|z|), fresh
+    data each step."""
     g = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(sae.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
@@ -276,18 +279,13 @@ def train_sae(sae: nn.Module, atoms: Tensor, R: Tensor, p_active: float, l1_coef
     for _ in range(steps):
         x, _ = matrix_binding_data(batch_size, atoms, R, p_active, generator=g)
         x_hat, z = sae(x)
-        loss = ((x - x_hat) ** 2).sum(-1).mean() + l1_coeff * z.abs().sum(-1).mean()
+        loss = sae_loss(x, x_hat, z, l1_coeff)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         schedule.step()
         losses.append(loss.item())
     return losses
-
-
-def mean_max_cosine(learned: Float[Tensor, "m d"], true: Float[Tensor, "n d"]) -> float:
-    """Mean over the true rows of the best cosine with any learned row."""
-    return (F.normalize(true, dim=-1) @ F.normalize(learned, dim=-1).T).max(-1).values.mean().item()
 
 
 # --------------------------------------------------------------------------- a real encoder: MiniLM
