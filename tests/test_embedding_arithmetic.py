@@ -155,6 +155,18 @@ def _(impl, seed):
     return v, impl.project_onto_span(v, basis)
 
 
+@suite.case("project_onto_span", "a basis with a zero row",
+            "rows may be linearly dependent, a zero row included: use the pseudo-inverse "
+            "(torch.linalg.pinv) or lstsq, not inv or solve of the Gram matrix")
+def _(impl, seed):
+    # The Gram matrix then has an exactly zero row and column on every machine, so inv and
+    # solve fail by construction, not by the luck of rounding.
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(6, generator=g)
+    basis = torch.cat([torch.randn(2, 6, generator=g), torch.zeros(1, 6)])
+    return v, impl.project_onto_span(v, basis)
+
+
 @suite.case("project_onto_span", "a basis with a repeated row",
             "rows may be linearly dependent: use the pseudo-inverse (torch.linalg.pinv), not inv")
 def _(impl, seed):

@@ -41,6 +41,34 @@ Program = Callable[[Any, int], Any]
 Judge = Callable[[Any], "str | None"]
 
 
+class Mismatch(str):
+    """Why a result fails a check, and by how much: ``margin`` is how many times its allowed
+    deviation the result misses by (``inf`` for what no tolerance can fix: an error, a wrong
+    type, shape, index or key). A judge may return a plain ``str``: that counts as ``inf``.
+
+    The margin is what makes a verdict portable: a wrong answer caught by a wide margin is
+    caught on every CPU, BLAS build and thread count (``tests/test_mutants.py``).
+    """
+
+    margin: float
+    form: bool  # the result has the wrong type, shape or keys (not merely wrong values)
+
+    def __new__(cls, message: str, margin: float = math.inf, form: bool = False) -> "Mismatch":
+        found = super().__new__(cls, message)
+        found.margin, found.form = margin, form
+        return found
+
+
+def margin_of(problem: str) -> float:
+    return getattr(problem, "margin", math.inf)
+
+
+def beyond(measured: float, target: float, tolerance: float, message: str) -> Mismatch | None:
+    """A judge's test of a statistic: fails when ``|measured - target| > tolerance``."""
+    gap = abs(measured - target)
+    return Mismatch(message, gap / tolerance) if not gap <= tolerance else None
+
+
 @dataclass(frozen=True)
 class Case:
     """One check of one exercise."""
@@ -132,15 +160,23 @@ _COURSE_INTERNALS = (str(Path(__file__).resolve().parent), str(Path(__file__).re
 
 
 def describe_exception(exc: BaseException) -> str:
-    """``Type: message``, plus where in the student's own code it was raised."""
+    """``Type: message``, plus where in the student's own code it was raised.
+
+    Two causes get plain words: a stub that still raises ``NotImplementedError`` (named, since
+    it may be an earlier exercise this one calls), and a result the check itself could not
+    use (the exception arose in the check's code, not the student's).
+    """
+    ours = [f for f in traceback.extract_tb(exc.__traceback__)  # not torch's, not Python's
+            if "site-packages" not in f.filename and "/lib/python" not in f.filename]
+    frames = [f for f in ours if not f.filename.startswith(_COURSE_INTERNALS)]
     if isinstance(exc, NotImplementedError) and not str(exc):
-        return "not implemented yet (the stub still raises NotImplementedError)"
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith(_COURSE_INTERNALS) and "site-packages" not in f.filename
-              and "/lib/python" not in f.filename]
+        stub = f"{frames[-1].name} is" if frames and frames[-1].name != "<module>" else "this is"
+        return f"not implemented yet: {stub} still the stub that raises NotImplementedError"
+    message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    if ours and ours[-1].filename.startswith(_COURSE_INTERNALS[1]):
+        return f"the check could not use what your code returned ({type(exc).__name__}: {message}): {FORM_HINT}"
     where = f" (at {frames[-1].filename}, line {frames[-1].lineno}: {frames[-1].line})" \
         if frames else ""
-    message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {message}{where}"
 
 
@@ -159,49 +195,52 @@ def run_case(case: Case, impl: Any, seed: int) -> Outcome:
 # --------------------------------------------------------------------------- comparing
 
 
-def compare(expected: Any, actual: Any, rtol: float, atol: float, where: str = "the result") -> str | None:
+def compare(expected: Any, actual: Any, rtol: float, atol: float, where: str = "the result") -> Mismatch | None:
     """Describe the first way ``actual`` differs from ``expected``, or None if they match.
 
-    The description never contains expected values, only shapes, types and error sizes.
+    The description never contains expected values, only shapes, types and error sizes. Its
+    ``margin`` is max |actual - expected| / (atol + rtol·|expected|) over the entries.
     """
     if isinstance(expected, (torch.Tensor, np.ndarray)):
         if not isinstance(actual, (torch.Tensor, np.ndarray)):
-            return f"{where} should be a tensor, not {type(actual).__name__}"
+            return Mismatch(f"{where} should be a tensor, not {type(actual).__name__}", form=True)
         e = torch.as_tensor(expected)
         a = torch.as_tensor(actual)
         if tuple(a.shape) != tuple(e.shape):
-            return f"{where} has shape {tuple(a.shape)}, expected {tuple(e.shape)}"
+            return Mismatch(f"{where} has shape {tuple(a.shape)}, expected {tuple(e.shape)}", form=True)
         if e.dtype == torch.bool or not (e.is_floating_point() or e.is_complex()):
             if a.is_floating_point():
-                return f"{where} should hold integers (indices or counts), not {a.dtype}"
+                return Mismatch(f"{where} should hold integers (indices or counts), not {a.dtype}", form=True)
             wrong = (a.long() != e.long()).sum().item()
-            return f"{wrong} of {e.numel()} entries of {where} are wrong" if wrong else None
+            return Mismatch(f"{wrong} of {e.numel()} entries of {where} are wrong") if wrong else None
         a = a.to(torch.float64)
         e = e.to(torch.float64)
         if torch.isnan(a).any() and not torch.isnan(e).any():
-            return f"{where} contains NaN"
+            return Mismatch(f"{where} contains NaN")
         close = torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
         if close.all():
             return None
-        gap = (a - e).abs().nan_to_num(nan=math.inf).max().item()
-        return (f"{(~close).sum().item()} of {e.numel()} entries of {where} are off "
-                f"(largest difference {gap:.3g})")
+        gaps = (a - e).abs().nan_to_num(nan=math.inf)
+        margin = (gaps / (atol + rtol * e.abs())).max().item()
+        return Mismatch(f"{(~close).sum().item()} of {e.numel()} entries of {where} are off "
+                        f"(largest difference {gaps.max().item():.3g})", margin)
     if isinstance(expected, bool) or expected is None or isinstance(expected, str):
         return None if type(actual) is type(expected) and actual == expected else \
-            f"{where} is wrong (got {_short(actual)})"
+            Mismatch(f"{where} is wrong (got {_short(actual)})")
     if isinstance(expected, (int, float)):
         if isinstance(actual, bool) or not isinstance(actual, (int, float)):
-            return f"{where} should be a number, not {type(actual).__name__}"
+            return Mismatch(f"{where} should be a number, not {type(actual).__name__}", form=True)
         if isinstance(expected, int) and isinstance(actual, int):
-            return None if actual == expected else f"{where} is wrong (got {actual})"
-        ok = math.isclose(actual, expected, rel_tol=rtol, abs_tol=atol) or \
-            (math.isnan(actual) and math.isnan(expected))
-        return None if ok else f"{where} is off (got {actual:.6g})"
+            return None if actual == expected else Mismatch(f"{where} is wrong (got {actual})")
+        if math.isnan(actual) and math.isnan(expected):
+            return None
+        margin = abs(actual - expected) / (atol + rtol * abs(expected))
+        return None if margin <= 1 else Mismatch(f"{where} is off (got {actual:.6g})", margin)
     if isinstance(expected, (list, tuple)):
         if not isinstance(actual, (list, tuple)):
-            return f"{where} should be a sequence, not {type(actual).__name__}"
+            return Mismatch(f"{where} should be a sequence, not {type(actual).__name__}", form=True)
         if len(actual) != len(expected):
-            return f"{where} has {len(actual)} items, expected {len(expected)}"
+            return Mismatch(f"{where} has {len(actual)} items, expected {len(expected)}", form=True)
         for i, (e, a) in enumerate(zip(expected, actual)):
             found = compare(e, a, rtol, atol, f"item {i} of {where}")
             if found:
@@ -209,11 +248,11 @@ def compare(expected: Any, actual: Any, rtol: float, atol: float, where: str = "
         return None
     if isinstance(expected, dict):
         if not isinstance(actual, dict):
-            return f"{where} should be a dict, not {type(actual).__name__}"
+            return Mismatch(f"{where} should be a dict, not {type(actual).__name__}", form=True)
         if set(actual) != set(expected):
             missing = sorted(set(expected) - set(actual), key=str)
             extra = sorted(set(actual) - set(expected), key=str)
-            return f"{where} has the wrong keys (missing {missing}, unexpected {extra})"
+            return Mismatch(f"{where} has the wrong keys (missing {missing}, unexpected {extra})", form=True)
         for key in expected:
             found = compare(expected[key], actual[key], rtol, atol, f"{where}[{key!r}]")
             if found:
@@ -231,6 +270,8 @@ def _short(x: Any) -> str:
 class Verdict:
     passed: bool
     message: str  # empty when passed
+    margin: float = 0.0  # when failed: how far past the tolerance (see ``Mismatch``)
+    judged: bool = False  # failed by a judge (a statistical property), not by comparison
 
 
 def judge_case(case: Case, expected: Outcome, actual: Outcome) -> Verdict:
@@ -238,24 +279,33 @@ def judge_case(case: Case, expected: Outcome, actual: Outcome) -> Verdict:
     if expected.error is not None:
         return Verdict(False, f"internal error: the reference failed ({expected.error})")
     if actual.error is not None:
-        return Verdict(False, actual.error)
-    problems = []
+        return Verdict(False, actual.error, math.inf)
     if case.compare:
         found = compare(expected.value, actual.value, case.rtol, case.atol)
+        if found is not None and found.form:
+            return Verdict(False, f"{found}: {FORM_HINT}", found.margin)
         if found:
-            problems.append(found)
-    if not problems:
-        for judge in case.judges:
-            try:
-                found = judge(actual.value)
-            except Exception as exc:  # noqa: BLE001 - malformed data fails the judge
-                found = f"the result could not be checked ({type(exc).__name__}: {exc})"
-            if found:
-                problems.append(found)
-                break
-    if not problems:
-        return Verdict(True, "")
-    return Verdict(False, f"{problems[0]}. Likely mistake: {case.mistake}")
+            return Verdict(False, _sentence(found) + f" Likely mistake: {case.mistake}", found.margin)
+    for judge in case.judges:
+        try:
+            found = judge(actual.value)
+        except Exception as exc:  # noqa: BLE001 - malformed data fails the judge
+            found = Mismatch(f"the result could not be checked ({type(exc).__name__}: {exc})", form=True)
+        if found and getattr(found, "form", False):
+            return Verdict(False, f"{found}: {FORM_HINT}", math.inf, judged=True)
+        if found:
+            return Verdict(False, _sentence(found) + f" Likely mistake: {case.mistake}", margin_of(found),
+                           judged=True)
+    return Verdict(True, "")
+
+
+FORM_HINT = "return what the docstring describes (its type, shape and dtype)"
+
+
+def _sentence(text: str) -> str:
+    """``text`` as a sentence: a full stop unless it already ends with one (or ? or !)."""
+    text = text.rstrip()
+    return text if text.endswith((".", "?", "!")) else text + "."
 
 
 # --------------------------------------------------------------------------- notebooks

@@ -83,7 +83,8 @@ def _score(points: float, passed: int, total: int, all_or_nothing: bool) -> floa
 def grade_exercise(suite, name: str, run, expected: dict[str, Outcome], points: float,
                    all_or_nothing: bool) -> dict:
     """One exercise's report entry from its sandboxed run."""
-    entry = {"name": name, "status": "missing", "score": 0.0, "max_score": float(points), "message": ""}
+    entry = {"name": name, "status": "missing", "score": 0.0, "max_score": float(points), "message": "",
+             "checks_passed": 0, "checks": len(suite.cases_for(name))}
     if run.status == "missing":
         entry["message"] = f"{run.message}; define it with exactly this name"
         return entry
@@ -110,6 +111,7 @@ def grade_exercise(suite, name: str, run, expected: dict[str, Outcome], points: 
             lines.append(f"✗ {case.name}: " + ("the same error" if repeated else verdict.message))
             previous = verdict.message
     entry["score"] = _score(points, passed, len(cases), all_or_nothing)
+    entry["checks_passed"], entry["checks"] = passed, len(cases)
     if run.status == "timeout":
         entry["status"] = "timeout"
     elif passed == len(cases):
