@@ -10,7 +10,7 @@ intercept).
 
 import torch
 
-from utils.checks import Suite
+from utils.checks import Suite, gradients
 
 suite = Suite("binding")
 
@@ -183,9 +183,7 @@ def _(impl, seed):
             "made in __init__), so training can learn R")
 def _(impl, seed):
     sae, g = _binding_sae(impl, seed + 2)
-    x_hat, z = sae(torch.randn(6, 5, generator=g))
-    ((x_hat ** 2).sum() + z.sum()).backward()
-    return sae.R.grad, sae.atoms.grad
+    return gradients(sae, torch.randn(6, 5, generator=g), wrt=("R", "atoms"), powers=(2, 1))  # Σ x_hat² + Σ z
 
 
 # --------------------------------------------------------------------------- mean_pool
@@ -304,10 +302,8 @@ def _(impl, seed):
             "compute the loss with differentiable tensor operations (no .item(), no detach)")
 def _(impl, seed):
     g = _gen(seed + 2)
-    image = _embeddings(g).requires_grad_()
-    text = _embeddings(g).requires_grad_()
-    impl.contrastive_loss(image, text, 0.3).backward()
-    return image.grad, text.grad
+    image, text = _embeddings(g), _embeddings(g)
+    return gradients(impl.contrastive_loss, image, text, 0.3, wrt=(0, 1), powers=1)
 
 
 test_hidden_check = suite.pytest_function()

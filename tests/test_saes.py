@@ -9,7 +9,7 @@ metrics.
 
 import torch
 
-from utils.checks import Suite
+from utils.checks import Suite, gradients
 
 suite = Suite("saes")
 
@@ -127,9 +127,7 @@ def _(impl, seed):
             "use W_enc.T in the decoder without .detach() or .clone() so gradients flow through it")
 def _(impl, seed):
     sae = _sae(impl, seed, tied=True)
-    x = _inputs(seed)
-    x_hat, z = sae(x)
-    grad, = torch.autograd.grad(x_hat.pow(2).sum(), sae.W_enc)
+    grad, = gradients(sae, _inputs(seed), wrt=("W_enc",), powers=(2, 0))  # Σ x_hat², z left out
     return grad
 
 
