@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: lab test notebooks bench
+.PHONY: lab test notebooks claims bench
 
 $(INSTALLED): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(INSTALLED)
 
 notebooks: $(INSTALLED)
 	$(PY) -m utils.notebooks
+
+claims: $(INSTALLED)
+	$(PY) -m utils.claims record
 
 bench: $(INSTALLED)
 	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done

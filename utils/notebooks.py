@@ -10,6 +10,8 @@ Each chapter's prose is ``chapters/src/<stem>.md``: markdown, with fenced code b
 * A ```` ```given ```` block lists names whose reference code both notebooks show as is,
   together in one cell.
 * The first line is ``<!-- module: NAME -->``, naming ``solutions/NAME.py``.
+* ``{{name}}`` in the prose is a number the run claims (``utils.claims``): it is rendered
+  from ``chapters/claims/<stem>.json``, recorded by ``python -m utils.claims record``.
 
     python -m utils.notebooks [STEM]   # write chapters/<stem>.ipynb, solutions/<stem>_solved.ipynb
     python -m utils.notebooks --check  # fail if a committed notebook is stale
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+
+from utils import claims
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "chapters" / "src"
@@ -135,15 +139,21 @@ def _cell(kind: str, text: str, index: int) -> dict:
     return cell
 
 
-def build(source_path: Path) -> tuple[dict, dict]:
-    """The student and solved notebooks (nbformat 4 dicts) for one chapter source."""
+def build(source_path: Path, strict: bool = True) -> tuple[dict, dict]:
+    """The student and solved notebooks (nbformat 4 dicts) for one chapter source.
+
+    ``strict=False`` leaves a claim that has no recorded value yet as its ``{{name}}``
+    (``utils.claims.record`` builds so before the first run that records it).
+    """
     module_name, blocks = parse(source_path.read_text(encoding="utf-8"), str(source_path))
     sources = definitions(importlib.import_module(f"solutions.{module_name}"))
+    table = claims.load_table(source_path.stem)
     student, solved = [], []
     for block in blocks:
         if block.kind == "markdown":
-            student.append(("markdown", block.text))
-            solved.append(("markdown", block.text))
+            text = claims.render(block.text, table, source_path.name, strict)
+            student.append(("markdown", text))
+            solved.append(("markdown", text))
         elif block.kind == "python":
             student.append(("code", block.text))
             solved.append(("code", block.text))
@@ -190,6 +200,12 @@ def render(notebook: dict) -> str:
     node = nbformat.from_dict(notebook)
     nbformat.validate(node)
     return nbformat.writes(node) + "\n"
+
+
+def write(source: Path, strict: bool = True) -> None:
+    """Write both notebooks of one chapter source."""
+    for notebook, path in zip(build(source, strict), targets(source)):
+        path.write_text(render(notebook), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
