@@ -15,7 +15,9 @@ The same cases serve three callers:
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import math
 import sys
 import traceback
@@ -180,13 +182,70 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}{where}"
 
 
+class InputChanged(Exception):
+    """An exercise changed one of its tensor arguments in place."""
+
+
+def _tensors(value: Any, path: str):
+    """(where, tensor) for every tensor in an argument, through lists, tuples and dicts."""
+    if isinstance(value, torch.Tensor):
+        yield path, value
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _tensors(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _tensors(item, f"{path}[{key!r}]")
+
+
+def _unchanged(before: torch.Tensor, after: torch.Tensor) -> bool:
+    return before.shape == after.shape and before.dtype == after.dtype and \
+        torch.equal(before.isnan(), after.isnan()) and torch.equal(before.nan_to_num(), after.nan_to_num())
+
+
+def _guarded(function: Callable) -> Callable:
+    """``function``, failing with ``InputChanged`` when a call changes a tensor argument."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return function
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs).arguments
+        except TypeError:
+            return function(*args, **kwargs)  # the student's own error message says more
+        saved = [(where, t, t.detach().clone()) for name, value in bound.items()
+                 for where, t in _tensors(value, name)]
+        result = function(*args, **kwargs)
+        for where, tensor, before in saved:
+            if not _unchanged(before, tensor.detach()):
+                raise InputChanged(f"{function.__name__} changed its argument {where} in place; compute "
+                                   f"on a copy instead (x = x - y, not x -= y or x.sub_(y))")
+        return result
+    return call
+
+
+class _Guard:
+    """``impl`` whose functions fail when they change their tensor inputs (every exercise's
+    inputs must stay as they were: a later cell reuses them)."""
+
+    def __init__(self, impl: Any):
+        self._impl = impl
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._impl, name)
+        return _guarded(value) if isinstance(value, types.FunctionType) else value
+
+
 def run_case(case: Case, impl: Any, seed: int) -> Outcome:
     """Run one case's program on ``impl``; exceptions become an error message."""
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return Outcome(value=to_plain(case.program(impl, seed)))
-    except NotPlainData as exc:
+            return Outcome(value=to_plain(case.program(_Guard(impl), seed)))
+    except (NotPlainData, InputChanged) as exc:
         return Outcome(error=str(exc))
     except Exception as exc:  # noqa: BLE001 - any student error is a result, not a crash
         return Outcome(error=describe_exception(exc))
