@@ -203,6 +203,13 @@ def _unchanged(before: torch.Tensor, after: torch.Tensor) -> bool:
         torch.equal(before.isnan(), after.isnan()) and torch.equal(before.nan_to_num(), after.nan_to_num())
 
 
+def _callees(function: Callable) -> str:
+    """", or a function it calls did: f, g": the student's functions it refers to by name."""
+    names = [n for n in dict.fromkeys(function.__code__.co_names)
+             if isinstance(function.__globals__.get(n), types.FunctionType)]
+    return f", or a function it calls did ({', '.join(names)})" if names else ""
+
+
 def _guarded(function: Callable) -> Callable:
     """``function``, failing with ``InputChanged`` when a call changes a tensor argument."""
     try:
@@ -221,8 +228,9 @@ def _guarded(function: Callable) -> Callable:
         result = function(*args, **kwargs)
         for where, tensor, before in saved:
             if not _unchanged(before, tensor.detach()):
-                raise InputChanged(f"{function.__name__} changed its argument {where} in place; compute "
-                                   f"on a copy instead (x = x - y, not x -= y or x.sub_(y))")
+                raise InputChanged(f"{function.__name__} changed its argument {where} in place"
+                                   f"{_callees(function)}; compute on a copy instead (x = x - y, not "
+                                   f"x -= y or x.sub_(y))")
         return result
     return call
 
