@@ -399,18 +399,40 @@ def check(obj: Any, chapter: str | None = None) -> None:
     if suite is None:
         print(f"There are no checks for {name!r}: is the name spelled as in the exercise?")
         return
-    reference = suite.reference()
     passed = 0
     cases = suite.cases_for(name)
     for case in cases:
-        verdict = judge_case(case, run_case(case, reference, 0), run_case(case, _implementation_of(obj), 0))
+        verdict = _verdict(suite, case, obj)
         if not verdict.passed:
             print(f"✗ {case.name}: {verdict.message}")
             print(f"{name}: {passed} of {len(cases)} checks passed before this one.")
+            for line in _failing_exercises_used_by(obj, suite):
+                print(line)
             return
         print(f"✓ {case.name}")
         passed += 1
     print(f"{name}: all {len(cases)} checks passed.")
+
+
+def _verdict(suite: Suite, case: Case, obj: Any) -> Verdict:
+    return judge_case(case, run_case(case, suite.reference(), 0), run_case(case, _implementation_of(obj), 0))
+
+
+def _failing_exercises_used_by(obj: Any, suite: Suite) -> list[str]:
+    """A note for each earlier exercise that ``obj`` calls and that fails its own checks:
+    the failure may be that exercise's, not this one's."""
+    code = getattr(obj, "__code__", None)
+    scope = getattr(obj, "__globals__", {})
+    notes = []
+    for used in dict.fromkeys(code.co_names if code else ()):
+        if used == obj.__name__ or not suite.cases_for(used) or used not in scope:
+            continue
+        failed = next((v for v in (_verdict(suite, c, scope[used]) for c in suite.cases_for(used))
+                       if not v.passed), None)
+        if failed:
+            notes.append(f"Note: {obj.__name__} calls {used}, which fails its own check ({failed.message}); "
+                         f"fix {used} first.")
+    return notes
 
 
 def _try_load_suite(chapter: str) -> Suite | None:
