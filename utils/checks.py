@@ -328,6 +328,24 @@ def compare(expected: Any, actual: Any, rtol: float, atol: float, where: str = "
     raise TypeError(f"cannot compare reference data of type {type(expected).__name__}")
 
 
+def deviation(expected: Any, actual: Any, rtol: float, atol: float) -> float:
+    """How much of its tolerance a matching result uses: the largest
+    |actual - expected| / (atol + rtol·|expected|) over its floating-point entries (0 if none)."""
+    if isinstance(expected, (torch.Tensor, np.ndarray)):
+        e, a = torch.as_tensor(expected), torch.as_tensor(actual)
+        if not e.is_floating_point() or e.numel() == 0:
+            return 0.0
+        e, a = e.to(torch.float64), a.to(torch.float64)
+        return ((a - e).abs().nan_to_num(nan=0.0) / (atol + rtol * e.abs())).max().item()
+    if isinstance(expected, float) and isinstance(actual, (int, float)) and not math.isnan(expected):
+        return abs(actual - expected) / (atol + rtol * abs(expected))
+    if isinstance(expected, (list, tuple)):
+        return max((deviation(e, a, rtol, atol) for e, a in zip(expected, actual)), default=0.0)
+    if isinstance(expected, dict):
+        return max((deviation(expected[k], actual[k], rtol, atol) for k in expected), default=0.0)
+    return 0.0
+
+
 def _short(x: Any) -> str:
     text = repr(x)
     return text if len(text) < 60 else text[:57] + "..."
