@@ -318,7 +318,7 @@ def test_5_an_in_place_mistake_cannot_hide_its_side_effect(corpus):
     """Normalising in place, then overwriting the caller's copy: the grader sees the change."""
     exercise = _exercises(corpus["reports"]["frame_hack.py"])["normalize_rows"]
     assert exercise["score"] == 0
-    assert "normalize_rows changed its argument 'E' in place" in exercise["message"]
+    assert "normalize_rows changed its argument 'E' in place; compute on a copy instead" in exercise["message"]
 
 
 def test_6_one_time_budget_and_a_cap_on_fresh_starts():

@@ -307,6 +307,24 @@ def compare(expected: Any, actual: Any, rtol: float, atol: float, where: str = "
     raise TypeError(f"cannot compare reference data of type {type(expected).__name__}")
 
 
+def deviation(expected: Any, actual: Any, rtol: float, atol: float) -> float:
+    """How much of its tolerance a matching result uses: the largest
+    |actual - expected| / (atol + rtol·|expected|) over its floating-point entries (0 if none)."""
+    if isinstance(expected, (torch.Tensor, np.ndarray)):
+        e, a = torch.as_tensor(expected), torch.as_tensor(actual)
+        if not e.is_floating_point() or e.numel() == 0:
+            return 0.0
+        e, a = e.to(torch.float64), a.to(torch.float64)
+        return ((a - e).abs().nan_to_num(nan=0.0) / (atol + rtol * e.abs())).max().item()
+    if isinstance(expected, float) and isinstance(actual, (int, float)) and not math.isnan(expected):
+        return abs(actual - expected) / (atol + rtol * abs(expected))
+    if isinstance(expected, (list, tuple)):
+        return max((deviation(e, a, rtol, atol) for e, a in zip(expected, actual)), default=0.0)
+    if isinstance(expected, dict):
+        return max((deviation(expected[k], actual[k], rtol, atol) for k in expected), default=0.0)
+    return 0.0
+
+
 def _short(x: Any) -> str:
     text = repr(x)
     return text if len(text) < 60 else text[:57] + "..."
@@ -355,12 +373,12 @@ def judge_case(case: Case, expected: Outcome, actual: Outcome) -> Verdict:
         return compared
     changed = [effect for effect in actual.side_effects if effect not in expected.side_effects]
     if changed and not case.changes_arguments:
-        return Verdict(False, f"{changed[0]}: {SIDE_EFFECT_HINT}", math.inf)
+        return Verdict(False, f"{changed[0]}; {SIDE_EFFECT_HINT}", math.inf)
     return Verdict(True, "")
 
 
 FORM_HINT = "return what the docstring describes (its type, shape and dtype)"
-SIDE_EFFECT_HINT = "compute a new tensor (x / n, not x /= n) and leave the caller's arguments as they were"
+SIDE_EFFECT_HINT = "compute on a copy instead (x = x - y, not x -= y or x.sub_(y))"
 
 
 def _sentence(text: str) -> str:
@@ -393,18 +411,40 @@ def check(obj: Any, chapter: str | None = None) -> None:
     if suite is None:
         print(f"There are no checks for {name!r}: is the name spelled as in the exercise?")
         return
-    reference = suite.reference()
     passed = 0
     cases = suite.cases_for(name)
     for case in cases:
-        verdict = judge_case(case, run_case(case, reference, 0), run_case(case, _implementation_of(obj), 0))
+        verdict = _verdict(suite, case, obj)
         if not verdict.passed:
             print(f"✗ {case.name}: {verdict.message}")
             print(f"{name}: {passed} of {len(cases)} checks passed before this one.")
+            for line in _failing_exercises_used_by(obj, suite):
+                print(line)
             return
         print(f"✓ {case.name}")
         passed += 1
     print(f"{name}: all {len(cases)} checks passed.")
+
+
+def _verdict(suite: Suite, case: Case, obj: Any) -> Verdict:
+    return judge_case(case, run_case(case, suite.reference(), 0), run_case(case, _implementation_of(obj), 0))
+
+
+def _failing_exercises_used_by(obj: Any, suite: Suite) -> list[str]:
+    """A note for each earlier exercise that ``obj`` calls and that fails its own checks:
+    the failure may be that exercise's, not this one's."""
+    code = getattr(obj, "__code__", None)
+    scope = getattr(obj, "__globals__", {})
+    notes = []
+    for used in dict.fromkeys(code.co_names if code else ()):
+        if used == obj.__name__ or not suite.cases_for(used) or used not in scope:
+            continue
+        failed = next((v for v in (_verdict(suite, c, scope[used]) for c in suite.cases_for(used))
+                       if not v.passed), None)
+        if failed:
+            notes.append(f"Note: {obj.__name__} calls {used}, which fails its own check ({failed.message}); "
+                         f"fix {used} first.")
+    return notes
 
 
 def _try_load_suite(chapter: str) -> Suite | None:

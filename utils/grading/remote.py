@@ -38,6 +38,7 @@ import operator
 import os
 import random
 import re
+import types
 import weakref
 from pathlib import Path, PurePath
 from typing import Any
@@ -335,6 +336,17 @@ def _digest(value: Any) -> bytes:
     return digest.digest()
 
 
+def _callees(function: Any) -> list[str]:
+    """The functions of its module that ``function`` refers to by name (it may call them)."""
+    function = getattr(function, "__func__", function)
+    code, scope = getattr(function, "__code__", None), getattr(function, "__globals__", {})
+    return [n for n in dict.fromkeys(code.co_names) if isinstance(scope.get(n), types.FunctionType)] if code else []
+
+
+def _identifier(text: Any) -> str:
+    return re.sub(r"\W", "", str(text))[:40]
+
+
 def _parameter_names(function: Any, args: list, kwargs: dict) -> dict:
     try:
         bound = inspect.signature(function).bind(*args, **kwargs)
@@ -447,16 +459,18 @@ class Endpoint:
         if type(answer) is not dict or set(answer) != {"result", "changed"} or type(answer["changed"]) is not list:
             raise ProtocolError("malformed answer to a call")
         for change in answer["changed"]:
-            if type(change) is not list or len(change) != 3:
+            if type(change) is not list or len(change) != 4 or type(change[3]) is not list:
                 raise ProtocolError("malformed change report")
-            key, parameter, after = change
+            key, parameter, after, callees = change
             before = args[key] if type(key) is int and 0 <= key < len(args) else kwargs.get(key) \
                 if type(key) is str else None
             if before is None or not _restore(before, after):
                 continue
             if type(before) is not torch.Generator:
-                which = re.sub(r"\W", "", str(parameter))[:40] or (f"{key + 1}" if type(key) is int else str(key))
-                self.side_effects.append(f"{label} changed its argument {which!r} in place")
+                which = _identifier(parameter) or (f"{key + 1}" if type(key) is int else str(key))
+                called = ", ".join(filter(None, map(_identifier, callees[:5])))
+                self.side_effects.append(f"{label} changed its argument {which!r} in place"
+                                         + (f", or a function it calls did ({called})" if called else ""))
         return answer["result"]
 
     # ---- serving
@@ -541,7 +555,9 @@ class Endpoint:
         result = function(*args, **kwargs)
         changed = [(key, value) for key, value in by_value if _digest(value) != before[key]]
         names = _parameter_names(function, args, kwargs) if changed else {}
-        return {"result": result, "changed": [[key, names.get(key, key), value] for key, value in changed]}, False
+        called = _callees(function) if changed else []
+        return {"result": result, "changed": [[key, names.get(key, key), value, called] for key, value in changed]}, \
+            False
 
 
 def _remember_source(code: str, filename: str) -> None:
