@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,15 @@ MAX_CODE_MB = 5  # the code cells together
 
 # IPython syntax that is not Python: magics, shell escapes, help.
 _IPYTHON_LINE = re.compile(r"^\s*(%|!|\?|[A-Za-z_][\w.]*\?\??\s*$)")
+# CPython 3.11 keeps ast.parse's recursion counter per interpreter, not per thread: two
+# threads parsing at once (--jobs 2) can fail one with "SystemError: AST constructor
+# recursion depth mismatch". Parsing is a small part of grading, so it is serialised.
+_PARSE_LOCK = threading.Lock()
+
+
+def _parse(source: str) -> ast.Module:
+    with _PARSE_LOCK:
+        return ast.parse(source)
 
 
 @dataclass
@@ -105,12 +115,12 @@ def _statements(source: str, origin: str) -> tuple[list[Statement], list[str], s
     """
     lines = ["" if _IPYTHON_LINE.match(line) else line for line in source.splitlines()]
     try:
-        trees, error = [ast.parse("\n".join(lines))], None
+        trees, error = [_parse("\n".join(lines))], None
     except SyntaxError as exc:
         trees, error = [], f"{origin} has a syntax error: {exc.msg} (line {exc.lineno})"
         for start, end in _blocks(lines):
             try:  # blank lines in front keep the cell's line numbers
-                trees.append(ast.parse("\n" * start + "\n".join(lines[start:end])))
+                trees.append(_parse("\n" * start + "\n".join(lines[start:end])))
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 continue
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes; nesting too deep for the parser
