@@ -627,6 +627,11 @@ def _absolute_value_circuit() -> tuple[torch.Tensor, torch.Tensor]:
     return W_in, W_out
 
 
+def _random_circuit(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """W_in [2, 3 neurons, 4 features] with columns of different norms, and W_out [2, 4, 3]."""
+    return _weights(seed, 2, 3, 4), torch.randn(2, 4, 3, generator=_generator(seed + 5))
+
+
 @suite.case("single_feature_slopes", "a hand-built circuit: sides, slopes and interference",
             "S[σ, i, j] = Σ_k W_out[i, k]·ReLU(σ·W_in[k, j]): index 0 is σ = +1 (x_j > 0), index 1 is "
             "σ = -1; only the part of W_in with the right sign passes the neuron's ReLU, and the "
@@ -639,8 +644,7 @@ def _(impl, seed):
             "contract over the neurons (d_hidden): W_out is [inst, feats, d_hidden], W_in is "
             "[inst, d_hidden, feats]; the result is [inst, 2, feats, feats]")
 def _(impl, seed):
-    g = _generator(seed + 5)
-    return impl.single_feature_slopes(_weights(seed, 2, 3, 4), torch.randn(2, 4, 3, generator=g))
+    return impl.single_feature_slopes(*_random_circuit(seed))
 
 
 # --------------------------------------------------------------------------- neuron_contributions
@@ -657,8 +661,7 @@ def _(impl, seed):
             "W_out[j, k] is output j's weight from neuron k (W_out is [inst, feats, d_hidden]): "
             "use the transpose of W_out so that it lines up with W_in [inst, d_hidden, feats]")
 def _(impl, seed):
-    g = _generator(seed + 5)
-    return impl.neuron_contributions(_weights(seed, 2, 3, 4), torch.randn(2, 4, 3, generator=g))
+    return impl.neuron_contributions(*_random_circuit(seed))
 
 
 # --------------------------------------------------------------------------- correlated features
