@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: lab test notebooks claims bench
+.PHONY: lab test notebooks claims bench site release browser
 
 $(INSTALLED): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,3 +28,20 @@ claims: $(INSTALLED)
 
 bench: $(INSTALLED)
 	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
+
+site: $(INSTALLED)
+	$(PY) -m utils.site
+
+release: $(INSTALLED)
+	$(PY) -m utils.release
+
+# headless Chromium for the browser test of the site (tests/test_site.py), from Debian's packages
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "chromium and chromedriver are installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	else \
+		echo "install Debian's chromium and chromium-driver as root (apt-get install chromium chromium-driver);"; \
+		echo "without them the browser test is skipped"; exit 1; \
+	fi
