@@ -82,6 +82,14 @@ def test_one_command_writes_both_releases_and_chapters_holds_the_self_study_one(
             committed.read_text(encoding="utf-8")
 
 
+def test_an_unknown_chapter_is_refused_with_the_list_of_chapters(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        release.main(["--out", str(tmp_path), "6_nothing"])
+    assert stopped.value.code == 2
+    assert "no chapter source for 6_nothing; the chapters are 1_embedding_arithmetic" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_the_class_release_holds_no_reference_code(releases):
     shown = _shown_to_learners()
     in_class, in_self_study = _release_lines(releases / "class"), _release_lines(releases / "self-study")

@@ -146,6 +146,13 @@ def visits(built, served, browser) -> dict[str, Visit]:
     return found
 
 
+def test_the_site_never_replaces_a_folder_it_did_not_build(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ValueError, match="holds no site built before: choose another output folder"):
+        site.build_site({}, tmp_path)
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
 def test_pages_ask_for_nothing_from_the_internet(built):
     """No script, style sheet, font, image or frame comes from another host."""
     fetched = []

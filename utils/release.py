@@ -27,12 +27,13 @@ DEFAULT_OUT = notebooks.ROOT / "build" / "release"
 
 def write_releases(out: Path, stems: list[str] | None = None) -> dict[str, list[Path]]:
     """Write both releases under ``out``; the notebooks written, by release."""
+    sources = notebooks.chapter_sources(stems)  # an unknown chapter fails before anything is removed
     written: dict[str, list[Path]] = {release: [] for release in RELEASES}
     for release in RELEASES:
         folder = out / release
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-    for source in notebooks.chapter_sources(stems):
+    for source in sources:
         editions = notebooks.build(source)
         for release in RELEASES:
             path = out / release / f"{source.stem}.ipynb"

@@ -43,8 +43,7 @@ def chapter_page(executed: nbformat.NotebookNode) -> nbformat.NotebookNode:
     page = copy.deepcopy(executed)
     cells = []
     for cell in page.cells:
-        name = cell.metadata.get("exercise") if cell.cell_type == "code" else None
-        if name:
+        if cell.cell_type == "code" and "exercise" in cell.metadata:
             stub = nbformat.v4.new_code_cell(notebooks.stub(cell.source, cell.metadata.get("methods")))
             stub.id = f"{cell.id}-stub"
             cells.append(stub)
