@@ -203,6 +203,13 @@ def _unchanged(before: torch.Tensor, after: torch.Tensor) -> bool:
         torch.equal(before.isnan(), after.isnan()) and torch.equal(before.nan_to_num(), after.nan_to_num())
 
 
+def _callees(function: Callable) -> str:
+    """", or a function it calls did: f, g": the student's functions it refers to by name."""
+    names = [n for n in dict.fromkeys(function.__code__.co_names)
+             if isinstance(function.__globals__.get(n), types.FunctionType)]
+    return f", or a function it calls did ({', '.join(names)})" if names else ""
+
+
 def _guarded(function: Callable) -> Callable:
     """``function``, failing with ``InputChanged`` when a call changes a tensor argument."""
     try:
@@ -221,8 +228,9 @@ def _guarded(function: Callable) -> Callable:
         result = function(*args, **kwargs)
         for where, tensor, before in saved:
             if not _unchanged(before, tensor.detach()):
-                raise InputChanged(f"{function.__name__} changed its argument {where} in place; compute "
-                                   f"on a copy instead (x = x - y, not x -= y or x.sub_(y))")
+                raise InputChanged(f"{function.__name__} changed its argument {where} in place"
+                                   f"{_callees(function)}; compute on a copy instead (x = x - y, not "
+                                   f"x -= y or x.sub_(y))")
         return result
     return call
 
@@ -391,18 +399,40 @@ def check(obj: Any, chapter: str | None = None) -> None:
     if suite is None:
         print(f"There are no checks for {name!r}: is the name spelled as in the exercise?")
         return
-    reference = suite.reference()
     passed = 0
     cases = suite.cases_for(name)
     for case in cases:
-        verdict = judge_case(case, run_case(case, reference, 0), run_case(case, _implementation_of(obj), 0))
+        verdict = _verdict(suite, case, obj)
         if not verdict.passed:
             print(f"✗ {case.name}: {verdict.message}")
             print(f"{name}: {passed} of {len(cases)} checks passed before this one.")
+            for line in _failing_exercises_used_by(obj, suite):
+                print(line)
             return
         print(f"✓ {case.name}")
         passed += 1
     print(f"{name}: all {len(cases)} checks passed.")
+
+
+def _verdict(suite: Suite, case: Case, obj: Any) -> Verdict:
+    return judge_case(case, run_case(case, suite.reference(), 0), run_case(case, _implementation_of(obj), 0))
+
+
+def _failing_exercises_used_by(obj: Any, suite: Suite) -> list[str]:
+    """A note for each earlier exercise that ``obj`` calls and that fails its own checks:
+    the failure may be that exercise's, not this one's."""
+    code = getattr(obj, "__code__", None)
+    scope = getattr(obj, "__globals__", {})
+    notes = []
+    for used in dict.fromkeys(code.co_names if code else ()):
+        if used == obj.__name__ or not suite.cases_for(used) or used not in scope:
+            continue
+        failed = next((v for v in (_verdict(suite, c, scope[used]) for c in suite.cases_for(used))
+                       if not v.passed), None)
+        if failed:
+            notes.append(f"Note: {obj.__name__} calls {used}, which fails its own check ({failed.message}); "
+                         f"fix {used} first.")
+    return notes
 
 
 def _try_load_suite(chapter: str) -> Suite | None:

@@ -38,11 +38,14 @@ def chapter_page(executed: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
     Each exercise's reference cell (marked by the builder's ``exercise`` metadata) gets the
     learner's stub before it and its source collapsed; its outputs, and the check's after
-    it, stay visible.
+    it, stay visible. The check that the kernel has the course installed is for learners'
+    kernels, not for readers: it is left out.
     """
     page = copy.deepcopy(executed)
     cells = []
     for cell in page.cells:
+        if cell.source == notebooks.ENVIRONMENT_CHECK:
+            continue
         if cell.cell_type == "code" and "exercise" in cell.metadata:
             stub = nbformat.v4.new_code_cell(notebooks.stub(cell.source, cell.metadata.get("methods")))
             stub.id = f"{cell.id}-stub"
