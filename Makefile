@@ -31,10 +31,10 @@ bench: $(INSTALLED)
 	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
 
 site: $(INSTALLED)
-	$(PY) -m utils.site
+	$(PY) -m utils.site $(CHAPTERS)
 
 release: $(INSTALLED)
-	$(PY) -m utils.release
+	$(PY) -m utils.release $(CHAPTERS)
 
 # headless Chromium for the browser test of the site (tests/test_site.py), from Debian's packages
 browser:
