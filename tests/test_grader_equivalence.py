@@ -10,13 +10,15 @@ import importlib
 import inspect
 import json
 import shutil
+import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from utils.checks import CHAPTERS, Case, Outcome, Verdict, compare, judge_case, load_suite
+from utils.checks import CHAPTERS, Case, Outcome, Verdict, compare, describe_exception, judge_case, load_suite
 from utils.grading.cli import main
+from utils.grading.remote import RemoteError, begin, local_session
 from utils.grading.reports import Policy, report
 from utils.grading.runner import expected_outcomes, run_submission
 from utils.grading.sandbox import Limits
@@ -66,6 +68,17 @@ def test_hidden_checks_cannot_be_imported(tmp_path):
                    judge=lambda case, outcome: seen.setdefault(outcome.error, Verdict(False, "")))
     assert set(seen) == {"ModuleNotFoundError: No module named 'tests' (not available while grading) "
                          "(at <peek.py>, line 2: import tests.test_embedding_arithmetic)"}
+
+
+def test_a_callable_from_the_check_answers_truth_and_its_errors_are_described():
+    """Student code may write ``sampler or default`` with the check's sampler; and when a
+    callable of the check raises, the student is told where, not given an empty message."""
+    student = begin(local_session(types.SimpleNamespace(pick=lambda f, x: (f or abs)(x))), 0)
+    assert student.pick(lambda x: x * 2, 3) == 6
+    with pytest.raises(RemoteError) as raised:
+        student.pick(lambda x: 1 / 0, 3)
+    assert describe_exception(raised.value).startswith(
+        "ZeroDivisionError raised by a function the check passed to your code")
 
 
 # --------------------------------------------------------------------------- mutants

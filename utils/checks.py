@@ -177,7 +177,7 @@ def describe_exception(exc: BaseException) -> str:
     use (the exception arose in the check's code, not the student's).
     """
     if isinstance(exc, RemoteError):  # described where it happened, in the student's process
-        return exc.description
+        return exc.description or f"{type(exc).__name__}: {str(exc)[:300]}"
     ours = [f for f in traceback.extract_tb(exc.__traceback__)  # not torch's, not Python's
             if "site-packages" not in f.filename and "/lib/python" not in f.filename]
     frames = [f for f in ours if not f.filename.startswith(_COURSE_INTERNALS)]

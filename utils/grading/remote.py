@@ -492,12 +492,15 @@ class Endpoint:
         except BaseException as exc:  # noqa: BLE001 - whatever the code raised is the answer
             _only_in(pid)
             report = _error_report(exc) if self.owner == STUDENT else \
-                {"type": type(exc).__name__, "message": "the check's code raised an error"}
+                {"type": type(exc).__name__, "message": "the check's code raised an error",
+                 "description": f"{type(exc).__name__} raised by a function the check passed to your code "
+                                "(it was given arguments, or used in a way, that it does not expect)"}
             self.transport.send({"reply": ident, "error": report, "value": None}, [])
 
     def _handlers(self) -> dict:
         if self.owner == GRADER:  # the check's callables only: nothing else of the grader is reachable
-            return {"call": self._serve_call}
+            # ``sampler or default`` asks a callable for its truth value: always True, and harmless
+            return {"call": self._serve_call, "builtin": self._serve_truth}
         return {"begin": self._serve_begin, "exec": self._serve_exec, "get": self._serve_get,
                 "set": self._serve_set, "call": self._serve_call, "builtin": self._serve_builtin,
                 "value": self._serve_value, "helper": self._serve_call}
@@ -531,6 +534,11 @@ class Endpoint:
         if not isinstance(target, torch.Tensor):
             raise ProtocolError("a value asked of something that is not a tensor")
         return target.detach().clone(), False
+
+    def _serve_truth(self, header, buffers):
+        if header.get("name") != "bool":
+            raise PermissionError("the grader's side answers only bool() of what it lent")
+        return bool(self._target(header)), False
 
     def _serve_builtin(self, header, buffers):
         function = {"iter": iter, "next": next, "len": len, "bool": bool, "getitem": operator.getitem}.get(
