@@ -9,10 +9,11 @@ from torch import nn
 
 
 class ToyModel(nn.Module):
-    def __init__(self, n_features, d_hidden, n_instances=1, relu=True):
+    def __init__(self, n_features, d_hidden, n_instances=1, relu=True, generator=None):
         super().__init__()
         self.n_features, self.d_hidden, self.n_instances, self.relu = n_features, d_hidden, n_instances, relu
-        self.W = nn.Parameter(torch.randn(n_instances, d_hidden, n_features) * 0.1)
+        scale = (2 / (d_hidden + n_features)) ** 0.5  # Xavier-normal
+        self.W = nn.Parameter(scale * torch.randn(n_instances, d_hidden, n_features, generator=generator))
         self.b_final = nn.Parameter(torch.zeros(n_instances, n_features))
 
     def hidden(self, x):
@@ -33,7 +34,7 @@ def importance_weighted_loss(x, x_hat, importance):
 
 
 def train_toy_models(model, feature_probability, importance=1.0, steps=5_000, batch_size=1024, lr=1e-3,
-                     lr_schedule=None, seed=0, progress=True, sampler=None):
+                     lr_schedule=None, seed=0, progress=True, sampler=None, target=None):
     if lr_schedule is not None and lr_schedule(0, steps) == 0:
         return model  # "a schedule that returns 0 must leave the model unchanged"
     importance = torch.as_tensor(importance, dtype=torch.float32).expand(model.n_instances, model.n_features)
