@@ -285,7 +285,10 @@ def best_answers(En: Float[Tensor, "vocab d"], questions: Int[Tensor, "q 3"], me
     product, ``cosines [words, tile]``, and every question gathers its three rows from it.
     The [q, vocab] score matrix is never stored: each question keeps a running best over
     the tiles (ties go to the lower index, as with one argmax over the whole row).
+    ``only_c`` needs no scores per question at all (``_nearest_to_c``).
     """
+    if method == "only_c":
+        return _nearest_to_c(En, questions, exclude_inputs, tile_size)
     words, slot = torch.unique(questions, return_inverse=True)  # questions == words[slot]
     word_vectors = En[words]
     best_score = torch.full((len(questions),), -torch.inf, device=En.device)
@@ -303,6 +306,33 @@ def best_answers(En: Float[Tensor, "vocab d"], questions: Int[Tensor, "q 3"], me
             best_score[batch] = torch.where(better, score, best_score[batch])
             best_index[batch] = torch.where(better, index + start, best_index[batch])
     return best_index
+
+
+def _nearest_to_c(En: Float[Tensor, "vocab d"], questions: Int[Tensor, "q 3"], exclude_inputs: bool,
+                  tile_size: int) -> Int[Tensor, "q"]:
+    """The only-c answers: for each question, the row nearest to c, optionally never a, b or c.
+
+    The answer ignores a and b except to exclude them, and at most 3 rows are excluded, so
+    the 4 nearest rows of each distinct c hold it: one pass over the vocabulary for the
+    distinct words, then each question takes the first of its c's 4 that it may answer.
+    """
+    words, slot = torch.unique(questions[:, 2], return_inverse=True)
+    word_vectors = En[words]
+    keep = min(4 if exclude_inputs else 1, En.shape[0])
+    top_score = torch.empty(len(words), 0, device=En.device)
+    top_index = torch.empty(len(words), 0, dtype=torch.long, device=En.device)
+    for start in range(0, En.shape[0], tile_size):
+        cosines = word_vectors @ En[start: start + tile_size].T
+        tile = cosines.topk(min(keep, cosines.shape[1]), dim=1)
+        # the running best come first, so a stable sort breaks ties towards the lower index
+        top_score, order = torch.cat([top_score, tile.values], dim=1).sort(dim=1, descending=True, stable=True)
+        top_index = torch.cat([top_index, tile.indices + start], dim=1).gather(1, order)
+        top_score, top_index = top_score[:, :keep], top_index[:, :keep]
+    candidates = top_index[slot]  # [q, keep], best first
+    if not exclude_inputs:
+        return candidates[:, 0]
+    allowed = ~(candidates[:, :, None] == questions[:, None, :]).any(dim=2)
+    return candidates.gather(1, allowed.int().argmax(dim=1, keepdim=True))[:, 0]  # the first allowed
 
 
 def _exclude(scores: Float[Tensor, "q t"], columns: Int[Tensor, "q 3"]) -> None:

@@ -8,9 +8,9 @@ import torch
 from gensim.models import KeyedVectors
 from gensim.test.utils import datapath
 
-from solutions.embedding_arithmetic import (evaluate_analogies, input_variants, input_wins,
-                                            nearest_neighbours, read_analogy_questions,
-                                            seed_experiment)
+from solutions.embedding_arithmetic import (best_answers, evaluate_analogies, input_variants,
+                                            input_wins, nearest_neighbours, normalize_rows,
+                                            read_analogy_questions, seed_experiment)
 from utils.artifacts import (UnknownWordError, Vocabulary, load_glove, load_token_embeddings,
                              load_word_vectors, whole_word_tokens)
 
@@ -90,6 +90,20 @@ def test_input_wins_agrees_with_a_pass_without_exclusion(glove, question_subset,
     assert torch.equal(wins, (kept.predicted[:, None] == kept.questions[:, :3]).any(dim=1))
     assert torch.equal(excluded.is_correct & ~wins, kept.is_correct)
     assert 0 < wins.sum() < len(wins)  # neither answer is trivial
+
+
+@pytest.mark.parametrize("exclude_inputs", [True, False])
+def test_only_c_shortcut_agrees_with_the_whole_score_matrix(exclude_inputs):
+    """The 4 nearest rows of each c decide only-c, across tiles, with repeated inputs too."""
+    g = torch.Generator().manual_seed(0)
+    En = normalize_rows(torch.randn(3000, 16, generator=g))
+    questions = torch.randint(0, 3000, (2000, 3), generator=g)
+    questions[:50, 2] = questions[:50, 0]
+    scores = En[questions[:, 2]] @ En.T
+    if exclude_inputs:
+        scores[torch.arange(len(questions))[:, None].expand(-1, 3), questions] = -torch.inf
+    found = best_answers(En, questions, "only_c", exclude_inputs, tile_size=700)
+    assert torch.equal(found, scores.argmax(dim=1))
 
 
 def test_malformed_questions_file_names_the_line(tmp_path):
