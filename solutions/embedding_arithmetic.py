@@ -428,7 +428,6 @@ def input_wins(E: Float[Tensor, "vocab d"], result: AnalogyResult, method: str =
     return beats.any(dim=1).cpu()
 
 
-
 # --------------------------------------------------------------------------- fewer dimensions
 
 

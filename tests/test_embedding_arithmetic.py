@@ -341,7 +341,6 @@ def _(impl, seed):
     return _evaluate(impl, seed, case_insensitive=False)
 
 
-
 # --------------------------------------------------------------------------- random projection
 
 
