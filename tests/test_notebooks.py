@@ -13,7 +13,7 @@ from utils import claims, notebooks
 SOURCES = sorted(notebooks.SOURCES.glob("*.md"))
 STEMS = [s.stem for s in SOURCES]
 # chapters whose prose still types numbers by hand; each is converted to claims, then leaves
-NOT_YET_CLAIMED = {"1_embedding_arithmetic", "2_probing_and_ablation", "3_toy_superposition",
+NOT_YET_CLAIMED = {"1_embedding_arithmetic", "3_toy_superposition",
                    "4_sparse_autoencoders", "5_binding"}
 
 
