@@ -326,4 +326,16 @@ def _(impl, seed):
     return impl.normalised_effect(*_readouts(seed + 2, ()))
 
 
+@suite.case("normalised_effect", "equal clean and corrupted means raise ValueError",
+            "when mean(clean) == mean(corrupted) there is nothing to restore: raise ValueError with a "
+            "message instead of returning inf or nan")
+def _(impl, seed):
+    patched, _, corrupted = _readouts(seed + 3, (2,))
+    try:
+        impl.normalised_effect(patched, corrupted.clone(), corrupted)
+    except ValueError as exc:
+        return "ValueError" if str(exc).strip() else "ValueError without a message"
+    return "no error"
+
+
 test_hidden_check = suite.pytest_function()

@@ -422,12 +422,22 @@ def _(patched, clean, corrupted):
     return (patched.mean(0) - corrupted.mean(0)) / (clean.mean(0) - corrupted.mean(0))
 
 
+@mutant("normalised_effect", "divides by a zero gap (returns inf or nan instead of raising)")
+def _(patched, clean, corrupted):
+    return (patched.mean(-1) - corrupted.mean(-1)) / (clean.mean(-1) - corrupted.mean(-1))
+
+
 @alternative("normalised_effect", "ratio of sums (the same as the ratio of means)")
 def _(patched, clean, corrupted):
-    return (patched - corrupted).sum(-1) / (clean - corrupted).sum(-1)
+    gap = (clean - corrupted).sum(-1)
+    if gap == 0:
+        raise ValueError("clean and corrupted agree on average: nothing to restore")
+    return (patched - corrupted).sum(-1) / gap
 
 
 @alternative("normalised_effect", "torch.lerp-style: restored fraction of the gap, via torch.div")
 def _(patched, clean, corrupted):
     base = corrupted.mean()
+    if torch.isclose(clean.mean(), base, rtol=0, atol=0):
+        raise ValueError("nothing to restore")
     return torch.div(patched.mean(dim=-1) - base, clean.mean() - base)
