@@ -15,7 +15,7 @@ from utils import claims, notebooks
 SOURCES = sorted(notebooks.SOURCES.glob("*.md"))
 STEMS = [s.stem for s in SOURCES]
 # chapters whose prose still types numbers by hand; each is converted to claims, then leaves
-NOT_YET_CLAIMED = {"2_probing_and_ablation",
+NOT_YET_CLAIMED = {
                    "4_sparse_autoencoders", "5_binding"}
 
 
