@@ -24,8 +24,11 @@ import ast
 import hashlib
 import importlib
 import inspect
+import json
 import re
+import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,17 +180,66 @@ def build(source_path: Path, strict: bool = True) -> tuple[dict, dict]:
                 solved.append(("code", f"check({name})"))
 
     def notebook(cells):
+        first_code = next((i for i, (kind, _) in enumerate(cells) if kind == "code"), len(cells))
+        cells = [*cells[:first_code], ("code", ENVIRONMENT_CHECK), *cells[first_code:]]
         return {
             "cells": [_cell(kind, text, i) for i, (kind, text) in enumerate(cells)],
             "metadata": {
                 "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                 "language_info": {"name": "python"},
+                "course": {"generated": _digest(cells)},
             },
             "nbformat": 4,
             "nbformat_minor": 5,
         }
 
     return notebook(student), notebook(solved)
+
+
+# The first cell of every notebook: a kernel without the course installed (a system Jupyter,
+# VS Code's default interpreter) would otherwise fail later with "No module named 'utils'",
+# or import some other package of that name.
+ENVIRONMENT_CHECK = """\
+# This notebook needs the course's Python environment: start it with `make lab` from the course
+# folder, or pick .venv/bin/python as the kernel (VS Code: Select Kernel > Python Environments).
+import importlib.util
+try:
+    _course = importlib.util.find_spec("utils.checks") and importlib.util.find_spec("utils.claims")
+except ModuleNotFoundError:
+    _course = None
+if not _course:
+    raise ModuleNotFoundError("this kernel does not have the course installed: open the notebook "
+                              "with `make lab`, or choose .venv/bin/python as its kernel")"""
+
+
+def _digest(cells: list[tuple[str, str]]) -> str:
+    """What a hand edit would change: the cells' kinds and sources."""
+    return hashlib.sha256(json.dumps([list(c) for c in cells]).encode()).hexdigest()
+
+
+def edited_by_hand(path: Path) -> bool:
+    """Whether a generated notebook was changed since the build wrote it (a learner's answers,
+    say): its cells no longer match the digest the build recorded in its metadata."""
+    try:
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+        cells = [(c["cell_type"], "".join(c["source"])) for c in notebook["cells"]]
+        return notebook["metadata"]["course"]["generated"] != _digest(cells)
+    except (OSError, ValueError, KeyError, TypeError):
+        return path.exists()
+
+
+def _save(path: Path, text: str) -> None:
+    """Write a generated notebook; an edited one is moved to the learner's workspace first."""
+    if path.exists() and edited_by_hand(path):
+        from utils.lab import WORKSPACE
+
+        kept = WORKSPACE / path.name
+        if kept.exists():
+            kept = WORKSPACE / "rescued" / f"{time.strftime('%Y%m%d-%H%M%S')}-{path.name}"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, kept)
+        print(f"{path.relative_to(ROOT)} had been edited by hand: your version is now {kept.relative_to(ROOT)}")
+    path.write_text(text, encoding="utf-8")
 
 
 def targets(source_path: Path) -> tuple[Path, Path]:
@@ -205,7 +257,7 @@ def render(notebook: dict) -> str:
 def write(source: Path, strict: bool = True) -> None:
     """Write both notebooks of one chapter source."""
     for notebook, path in zip(build(source, strict), targets(source)):
-        path.write_text(render(notebook), encoding="utf-8")
+        _save(path, render(notebook))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,12 +278,18 @@ def main(argv: list[str] | None = None) -> int:
             if path.exists() and path.read_text(encoding="utf-8") == text:
                 continue
             if args.check:
-                stale.append(path.relative_to(ROOT))
+                stale.append(path)
             else:
-                path.write_text(text, encoding="utf-8")
+                _save(path, text)
                 print(f"wrote {path.relative_to(ROOT)}")
     if stale:
-        print("stale notebooks (run `python -m utils.notebooks`): " + ", ".join(map(str, stale)))
+        edited = [p for p in stale if edited_by_hand(p)]
+        print("stale notebooks: " + ", ".join(str(p.relative_to(ROOT)) for p in stale) +
+              " (they differ from chapters/src/ and solutions/; `make notebooks` regenerates them).")
+        if edited:
+            print("Edited by hand: " + ", ".join(str(p.relative_to(ROOT)) for p in edited) + ". "
+                  "Work in workspace/ (`make lab` puts your copies there); `make notebooks` moves an "
+                  "edited notebook there before regenerating it, so nothing is lost.")
         return 1
     return 0
 
