@@ -222,3 +222,33 @@ def test_fraction_recovered_and_random_direction():
     r = saes.random_direction_like(d, seed=1)
     assert r.norm().item() == pytest.approx(5.0)
     assert torch.equal(r, saes.random_direction_like(d, seed=1)) and not torch.equal(r, saes.random_direction_like(d, seed=2))
+
+
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+
+
+@GPU
+@pytest.mark.parametrize("make_sae, objective", [
+    (lambda: saes.SparseAutoencoder(8, 16, k=3), saes.l1_objective),
+    (lambda: saes.JumpReLUSAE(8, 16), saes.l0_objective)])
+def test_trainer_gives_the_same_saes_on_a_gpu(make_sae, objective):
+    gt = saes.make_ground_truth(n_features=16, d=8, seed=0)
+    runs = [saes.train_saes(lambda: make_sae().to(device), gt.sample, [0.01, 0.1], steps=60, batch_size=256,
+                            lr=1e-3, objective=objective, resample_at=[30], dead_window=10, progress=False)
+            for device in ("cpu", "cuda")]
+    assert torch.equal(runs[0].resampled, runs[1].resampled)
+    for cpu_sae, gpu_sae in zip(*(run.saes for run in runs)):
+        for name, p in cpu_sae.named_parameters():
+            torch.testing.assert_close(getattr(gpu_sae, name).cpu(), p, atol=1e-3, rtol=1e-3)
+
+
+@GPU
+def test_resampling_draws_the_same_rows_on_a_gpu():
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(4, 6, generator=g), torch.randn(6, 4, generator=g), torch.randn(6, generator=g),
+            torch.randn(4, generator=g), torch.tensor([True, False, True, False, True, False]),
+            torch.randn(50, 4, generator=g), torch.rand(50, generator=g))
+    cpu = saes.resample_dead_latents(*args, seed=5)
+    gpu = saes.resample_dead_latents(*(a.cuda() for a in args), seed=5)
+    for a, b in zip(cpu, gpu):
+        torch.testing.assert_close(b.cpu(), a)
