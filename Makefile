@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: lab test notebooks claims bench
+.PHONY: lab test notebooks claims bench site release browser
 
 $(INSTALLED): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(None if sys.version_info[:2] == (3, 11) else "The course needs Python 3.11 (the pins are for it), found " + sys.version.split()[0] + ": install 3.11, or run make PYTHON=/path/to/python3.11")'
@@ -29,3 +29,20 @@ claims: $(INSTALLED)
 
 bench: $(INSTALLED)
 	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
+
+site: $(INSTALLED)
+	$(PY) -m utils.site $(CHAPTERS)
+
+release: $(INSTALLED)
+	$(PY) -m utils.release $(CHAPTERS)
+
+# headless Chromium for the browser test of the site (tests/test_site.py), from Debian's packages
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "chromium and chromedriver are installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	else \
+		echo "install Debian's chromium and chromium-driver as root (apt-get install chromium chromium-driver);"; \
+		echo "without them the browser test is skipped"; exit 1; \
+	fi
