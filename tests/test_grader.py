@@ -229,7 +229,8 @@ def test_feedback_never_shows_check_code_or_expected_values(corpus):
 
 def _mutant_submissions(directory: Path, chapter: str) -> list[tuple[Path, dict[str, str]]]:
     """Real submissions made of the reference code with one function per exercise
-    replaced by a mutant: submission k holds the k-th mutant of every exercise.
+    replaced by a mutant: submission k holds the k-th mutant of every exercise, and the
+    reference's own version of every other exercise.
 
     The mutants module refers to the reference as ``ref`` and imports some of its
     functions; in the submission, ``ref`` is a class holding a private copy of the
@@ -280,6 +281,9 @@ def _mutant_submissions(directory: Path, chapter: str) -> list[tuple[Path, dict[
             function = ast.parse(inspect.getsource(variant.implementation).strip()).body[0]
             function.name, function.decorator_list = exercise, []
             replaced.append(ast.unparse(UseReference().visit(function)))
+        # the other exercises are the reference's own, not the reference calling a mutant
+        replaced += [f"def {name}(*args, **kwargs):\n    return ref.{name}(*args, **kwargs)"
+                     for name in EXERCISES if name not in group]
         path = directory / f"mutants_{k}.py"
         path.write_text(preamble + "\n\n\n" + "\n\n\n".join(replaced) + "\n")
         made.append((path, {exercise: v.description for exercise, v in group.items()}))

@@ -5,7 +5,8 @@ every correct implementation written differently from the reference passes.
 it decisively: it raises, returns the wrong type, shape or indices, or misses the value
 tolerance by at least ``MARGIN`` times (a judge's statistical tolerance by ``JUDGED_MARGIN``
 times). A mutant caught by less could pass on a CPU, BLAS build or thread count that rounds
-differently. The whole suite runs under 1 and 2 torch threads.
+differently. Likewise a correct alternative must use at most ``HEADROOM`` of each value
+tolerance. The whole suite runs under 1 and 2 torch threads.
 ``python benchmarks/check_margins.py`` prints each chapter's smallest margin.
 """
 
@@ -15,10 +16,11 @@ import types
 import pytest
 import torch
 
-from utils.checks import CHAPTERS, judge_case, load_suite, run_case
+from utils.checks import CHAPTERS, deviation, judge_case, load_suite, run_case
 
 MARGIN = 100
 JUDGED_MARGIN = 3
+HEADROOM = 0.1
 
 
 def variants():
@@ -34,14 +36,25 @@ def variants():
             yield chapter, variant
 
 
-def verdicts(chapter, variant):
-    """The verdict of each case of the variant's exercise."""
+def outcomes(chapter, variant):
+    """(case, the reference's outcome, the variant's outcome) for each case of its exercise."""
     suite = load_suite(chapter)
     reference = suite.reference()
     impl = types.SimpleNamespace(**{**vars(reference), variant.exercise: variant.implementation})
     cases = suite.cases_for(variant.exercise)
     assert cases, f"no checks for {variant.exercise}"
-    return [judge_case(case, run_case(case, reference, 0), run_case(case, impl, 0)) for case in cases]
+    return [(case, run_case(case, reference, 0), run_case(case, impl, 0)) for case in cases]
+
+
+def verdicts(chapter, variant):
+    """The verdict of each case of the variant's exercise."""
+    return [judge_case(*found) for found in outcomes(chapter, variant)]
+
+
+def headroom_used(chapter, variant) -> float:
+    """The largest share of a value tolerance a (passing) variant uses, over its cases."""
+    return max((deviation(expected.value, actual.value, case.rtol, case.atol)
+                for case, expected, actual in outcomes(chapter, variant) if case.compare), default=0.0)
 
 
 def decisive(verdict) -> bool:
@@ -65,6 +78,9 @@ def test_checks_tell_right_from_wrong(chapter, variant, threads):
     if variant.correct:
         failed = [v.message for v in results if not v.passed]
         assert not failed, f"a correct implementation fails: {failed}"
+        used = headroom_used(chapter, variant)
+        assert used <= HEADROOM, f"a correct implementation passes with only {1 - used:.0%} of the " \
+            "tolerance to spare: another machine could fail it"
     else:
         assert any(not v.passed for v in results), f"no check catches the mistake '{variant.description}'"
         closest = max((v for v in results if not v.passed), key=lambda v: v.margin)

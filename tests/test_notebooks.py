@@ -2,8 +2,10 @@
 make exactly the claims their prose states.
 
 Each solved notebook is executed end to end on CPU with nbclient (slow: minutes per
-chapter), from a scratch directory, recording its claims (``utils.claims``). The student
-notebooks are checked for stubs, never executed: their stubs raise.
+chapter), from a scratch directory, recording its claims (``utils.claims``), once per test
+session (the ``executed`` fixture of tests/conftest.py, which the site's tests share). The
+learners' notebooks (self-study and class editions) are checked for stubs, never executed:
+their stubs raise.
 """
 
 import pytest
@@ -13,8 +15,8 @@ from utils import claims, notebooks
 SOURCES = sorted(notebooks.SOURCES.glob("*.md"))
 STEMS = [s.stem for s in SOURCES]
 # chapters whose prose still types numbers by hand; each is converted to claims, then leaves
-NOT_YET_CLAIMED = {"1_embedding_arithmetic", "2_probing_and_ablation", "3_toy_superposition",
-                   "4_sparse_autoencoders", "5_binding"}
+NOT_YET_CLAIMED = {"1_embedding_arithmetic", "2_probing_and_ablation",
+                   "4_sparse_autoencoders"}
 
 
 def test_committed_notebooks_are_fresh():
@@ -22,13 +24,13 @@ def test_committed_notebooks_are_fresh():
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=STEMS)
-def test_student_notebook_has_stubs_and_checks(source):
-    student, solved = notebooks.build(source)
-    student_code = "\n".join(c["source"] for c in student["cells"] if c["cell_type"] == "code")
-    solved_code = "\n".join(c["source"] for c in solved["cells"] if c["cell_type"] == "code")
-    assert "raise NotImplementedError()" in student_code
-    assert "raise NotImplementedError()" not in solved_code
-    assert student_code.count("check(") == solved_code.count("check(") > 0
+def test_learner_notebooks_have_stubs_and_checks(source):
+    code = {edition: "\n".join(c["source"] for c in notebook["cells"] if c["cell_type"] == "code")
+            for edition, notebook in notebooks.build(source).items()}
+    assert "raise NotImplementedError()" in code["self-study"]
+    assert code["class"] == code["self-study"], "the editions differ only in their solution cells"
+    assert "raise NotImplementedError()" not in code["solved"]
+    assert code["self-study"].count("check(") == code["solved"].count("check(") > 0
 
 
 @pytest.mark.parametrize("source", [s for s in SOURCES if s.stem not in NOT_YET_CLAIMED],
@@ -38,23 +40,10 @@ def test_every_number_in_the_prose_is_a_claim(source):
     assert not found, f"numbers typed into the prose (make each a {{{{claim}}}}): {found}"
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Each solved notebook, executed once: (executed notebook, its claims), by stem."""
-    done = {}
-
-    def run(source):
-        if source.stem not in done:
-            workdir = tmp_path_factory.mktemp(source.stem)
-            done[source.stem] = claims.execute(notebooks.targets(source)[1], workdir)
-        return done[source.stem]
-    return run
-
-
 @pytest.mark.notebook
 @pytest.mark.parametrize("source", SOURCES, ids=STEMS)
-def test_solved_notebook_runs(source, runs):
-    notebook, _ = runs(source)
+def test_solved_notebook_runs(source, executed):
+    notebook, _ = executed(source.stem)
     failed = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not failed
@@ -65,8 +54,8 @@ def test_solved_notebook_runs(source, runs):
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("source", SOURCES, ids=STEMS)
-def test_the_run_agrees_with_the_prose(source, runs):
-    _, made = runs(source)
+def test_the_run_agrees_with_the_prose(source, executed):
+    _, made = executed(source.stem)
     recorded = claims.load_table(source.stem)
     assert set(claims.claim_names(source.read_text(encoding="utf-8"))) <= set(recorded)
     assert not claims.disagreements(recorded, made)

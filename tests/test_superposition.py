@@ -2,18 +2,24 @@
 
 Each case builds small inputs from its seed, calls the implementation under test, and
 returns plain data; see ``utils.checks``. Samplers and training loops are random, so their
-cases return raw samples or trained weights and judges check the statistics (firing
-rates, uniform values, what was learned) in the grader's process. Inputs are chosen so
-that each plausible mistake changes the answer: biases with both signs (ReLU, bias), a
-square weight matrix that is not symmetric (Wᵀ W vs W Wᵀ), d_hidden ≠ n_features
-(which dimension to count), vectors of very different norms (cosine vs dot product).
+cases return raw samples, or what a trained model does on fresh data the check draws itself,
+and either compare that with the reference's trained model or judge the statistics (firing
+rates, uniform values) in the grader's process. Inputs are chosen so that each plausible
+mistake changes the answer: biases with both signs (ReLU, bias), a square weight matrix that
+is not symmetric (Wᵀ W vs W Wᵀ), d_hidden ≠ n_features (which dimension to count), vectors of
+very different norms (cosine vs dot product), weights of both signs (which part of a weight
+makes a neuron fire).
+
+Helpers that run the student's code beyond a plain call (backward passes, samplers and
+targets handed to the trainer) are the named functions under "helpers run with the
+student's code" below: the grader ships them to the student's process.
 """
 
 import math
 
 import torch
 
-from utils.checks import Suite
+from utils.checks import Mismatch, Suite, beyond
 
 suite = Suite("superposition")
 
@@ -29,46 +35,86 @@ def _weights(seed: int, n_instances: int, d_hidden: int, n_features: int) -> tor
     return W * torch.exp(0.5 * torch.randn(n_instances, 1, n_features, generator=g))
 
 
-def _batch(seed: int, batch: int, n_instances: int, n_features: int) -> torch.Tensor:
+def _batch(seed: int, batch: int, n_instances: int, n_features: int, signed: bool = False) -> torch.Tensor:
     g = _generator(seed)
     x = torch.rand(batch, n_instances, n_features, generator=g)
+    x = 2 * x - 1 if signed else x
     return x * (torch.rand(batch, n_instances, n_features, generator=g) < 0.5)
+
+
+# --------------------------------------------------------------------------- helpers run with the student's code
+
+
+def _parameter_gradients(model, x: torch.Tensor, names: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    """The gradient of sum(model(x)²) with respect to the named parameters."""
+    (model(x) ** 2).sum().backward()
+    return tuple(getattr(model, name).grad for name in names)
+
+
+def _loss_gradient(loss_function, x: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
+    """d/ds of sum(loss(x, s ⊙ x, importance)) at s = 1/2 per instance and feature.
+
+    x̂ = s ⊙ x keeps x for the backward pass, so a loss that changes x in place breaks
+    the backward pass here, as it would break training.
+    """
+    scale = torch.full(x.shape[1:], 0.5, requires_grad=True)
+    loss_function(x, scale * x, importance).sum().backward()
+    return scale.grad
+
+
+def _second_feature_only(batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """A sampler for 2 instances of 2 features: feature 1 is dense Uniform[0, 1), feature 0 is always 0."""
+    values = torch.rand(batch_size, 2, 1, generator=generator)
+    return torch.cat([torch.zeros_like(values), values], dim=-1)
+
+
+def _half(x: torch.Tensor) -> torch.Tensor:
+    """A training target: half the input."""
+    return x / 2
+
+
+def _zero_schedule(step: int, steps: int) -> float:
+    """A learning-rate schedule that never lets the model move."""
+    return 0.0
 
 
 # --------------------------------------------------------------------------- generate_sparse_features
 
 _PROBABILITY = torch.tensor([[0.0, 0.1, 0.5], [0.9, 1.0, 0.25]])
 _SAMPLES = 10_000
+_RATE_TOLERANCE = 0.02  # about 4 standard errors of a firing rate over _SAMPLES rows
 
 
-def _firing_rates(expected: torch.Tensor):
+def _firing_rates(expected: torch.Tensor, samples: int = _SAMPLES):
     def judge(x):
-        if tuple(x.shape) != (_SAMPLES, *expected.shape):
-            return f"the batch has shape {tuple(x.shape)}, expected [batch, n_instances, n_features] " \
-                   f"= {[_SAMPLES, *expected.shape]}"
-        rates = (x != 0).float().mean(0)
-        worst = (rates - expected).abs().max().item()
-        if worst > 0.02:
-            return f"features fire at the wrong rate (off by up to {worst:.2f} from feature_probability)"
-        return None
+        if tuple(x.shape) != (samples, *expected.shape):
+            return Mismatch(f"the batch has shape {tuple(x.shape)}, expected [batch, n_instances, "
+                            f"n_features] = {[samples, *expected.shape]}", form=True)
+        worst = ((x != 0).float().mean(0) - expected).abs().max().item()
+        return beyond(worst, 0.0, _RATE_TOLERANCE,
+                      f"features fire at the wrong rate (off by up to {worst:.2f} from feature_probability)")
     return judge
 
 
 def _uniform_values(x):
+    """Active entries are Uniform[0, 1), whatever their feature's probability."""
     values = x[x != 0]
     if values.numel() == 0:
         return "no feature ever fires"
     if values.min() < 0 or values.max() >= 1:
         return f"values outside [0, 1) (from {values.min().item():.3g} to {values.max().item():.3g})"
-    for name, statistic, target in (("mean", values.mean(), 0.5), ("fraction below 1/4", (values < 0.25).float().mean(), 0.25),
-                                    ("fraction below 3/4", (values < 0.75).float().mean(), 0.75)):
-        if abs(statistic.item() - target) > 0.02:
-            return f"the values that fire are not Uniform[0, 1) (their {name} is {statistic.item():.3f})"
+    for name, measured, target in (("mean", values.mean().item(), 0.5),
+                                   ("fraction below 1/4", (values < 0.25).float().mean().item(), 0.25),
+                                   ("fraction below 3/4", (values < 0.75).float().mean().item(), 0.75)):
+        found = beyond(measured, target, 0.02,
+                       f"the values that fire are not Uniform[0, 1) (their {name} is {measured:.3f})")
+        if found:
+            return found
     fired = (x != 0).sum(0)
     means = x.sum(0) / fired.clamp(min=1)
-    if ((means - 0.5).abs()[fired > 500] > 0.05).any():
-        return "for some features the values that fire are not Uniform[0, 1) (does the value depend on p?)"
-    return None
+    worst = (means - 0.5).abs()[fired > 500].max().item()
+    return beyond(worst, 0.0, 0.05, "for some features the values that fire are not Uniform[0, 1) "
+                                    "(does the value depend on p?)")
 
 
 @suite.case("generate_sparse_features", "firing rates per instance and feature, uniform values",
@@ -90,9 +136,11 @@ def _independent(x):
     fires = (x != 0).float()
     for a, b in (((0, 0), (0, 1)), ((0, 0), (1, 0)), ((0, 2), (1, 1))):
         both = (fires[:, a[0], a[1]] * fires[:, b[0], b[1]]).mean().item()
-        if abs(both - 0.09) > 0.02:
-            return "features fire together more (or less) often than independent features would: " \
-                   "draw one independent decision per batch row, instance and feature"
+        found = beyond(both, 0.09, _RATE_TOLERANCE,
+                       "features fire together more (or less) often than independent features would: "
+                       "draw one independent decision per batch row, instance and feature")
+        if found:
+            return found
     return None
 
 
@@ -106,10 +154,10 @@ def _(impl, seed):
 def _same_then_different(result):
     first, again, other = result
     if not torch.equal(first, again):
-        return "two generators with the same seed gave different batches: draw every random number " \
+        return "two generators with the same seed gave different results: draw every random number " \
                "from `generator` (torch.rand(..., generator=generator))"
     if torch.equal(first, other):
-        return "generators with different seeds gave the same batch"
+        return "generators with different seeds gave the same result"
     return None
 
 
@@ -122,12 +170,11 @@ def _(impl, seed):
 # --------------------------------------------------------------------------- ToyModel
 
 
-def _model(impl, seed, n_features, d_hidden, n_instances, relu=True):
-    model = impl.ToyModel(n_features, d_hidden, n_instances, relu=relu)
-    g = _generator(seed + 100)
-    with torch.no_grad():
-        model.W.copy_(_weights(seed, n_instances, d_hidden, n_features))
-        model.b_final.copy_(0.5 * torch.randn(n_instances, n_features, generator=g))
+def _model(impl, seed, n_features, d_hidden, n_instances, relu=True, cls="ToyModel"):
+    """The student's model with known weights (loaded through load_state_dict)."""
+    model = getattr(impl, cls)(n_features, d_hidden, n_instances, relu=relu)
+    model.load_state_dict({"W": _weights(seed, n_instances, d_hidden, n_features),
+                           "b_final": 0.5 * torch.randn(n_instances, n_features, generator=_generator(seed + 100))})
     return model
 
 
@@ -138,6 +185,44 @@ def _(impl, seed):
     model = impl.ToyModel(7, 3, 4)
     return {"W": tuple(model.W.shape), "b_final": tuple(model.b_final.shape),
             "parameters": sorted(name for name, _ in model.named_parameters())}
+
+
+def _initialisation_judge(shapes: dict[str, tuple[int, int]]):
+    """W-like parameters N(0, σ²) with σ = sqrt(2 / (d_hidden + n_features)), biases exactly 0."""
+    def judge(result):
+        for name, (d_hidden, n_features) in shapes.items():
+            std, mean = result[name]
+            target = math.sqrt(2 / (d_hidden + n_features))
+            found = beyond(std / target, 1.0, 0.05, f"{name} starts with standard deviation {std:.3g}: "
+                           "initialise it Xavier-normal, σ = sqrt(2 / (d_hidden + n_features))")
+            found = found or beyond(mean / target, 0.0, 0.05, f"{name} starts with mean {mean:.3g}, not 0")
+            if found:
+                return found
+        if result["b_final"] != 0:
+            return "b_final must start at exactly zero"
+        return None
+    return judge
+
+
+def _start(model, names):
+    stats = {name: (getattr(model, name).detach().std().item(), getattr(model, name).detach().mean().item())
+             for name in names}
+    return {**stats, "b_final": model.b_final.detach().abs().max().item()}
+
+
+@suite.case("ToyModel", "initial weights: Xavier-normal W, zero b_final",
+            "W ~ N(0, σ²) entry by entry with σ = sqrt(2 / (d_hidden + n_features)), and b_final = 0: "
+            "with std 1 the models of later sections start far from where they should and learn "
+            "something else", judges=[_initialisation_judge({"W": (10, 40)})], compare=False)
+def _(impl, seed):
+    return _start(impl.ToyModel(40, 10, 50), ["W"])
+
+
+@suite.case("ToyModel", "the generator decides the initial weights",
+            "draw W from `generator` (torch.randn(..., generator=generator)): the notebook seeds its "
+            "models this way", judges=[_same_then_different], compare=False)
+def _(impl, seed):
+    return tuple(impl.ToyModel(6, 3, 2, generator=_generator(s)).W.detach() for s in (seed, seed, seed + 1))
 
 
 @suite.case("ToyModel", "hidden(x) = W x per instance",
@@ -170,9 +255,7 @@ def _(impl, seed):
             "compute the output from the parameters with differentiable torch operations "
             "(no torch.no_grad, .detach() or .data in forward)")
 def _(impl, seed):
-    model = _model(impl, seed, 5, 2, 3)
-    (model(_batch(seed, 16, 3, 5)) ** 2).sum().backward()
-    return model.W.grad, model.b_final.grad
+    return _parameter_gradients(_model(impl, seed, 5, 2, 3), _batch(seed, 16, 3, 5), ("W", "b_final"))
 
 
 # --------------------------------------------------------------------------- importance_weighted_loss
@@ -207,52 +290,45 @@ def _(impl, seed):
     return impl.importance_weighted_loss(x, x_hat, 3.0)
 
 
+@suite.case("importance_weighted_loss", "training can backpropagate through it",
+            "compute (x - x_hat) as a new tensor: an in-place x.sub_(x_hat) changes the batch the "
+            "model's forward pass saved, and the trainer's backward() then fails")
+def _(impl, seed):
+    x, _ = _pair(seed)
+    return _loss_gradient(impl.importance_weighted_loss, x, 0.5 ** torch.arange(5.0))
+
+
 # --------------------------------------------------------------------------- train_toy_models
 
 _TRAINING = dict(steps=300, batch_size=256, lr=3e-2, progress=False)
+_HELD_OUT = 4096
 
 
-def _reconstruction_error(model, seed):
-    """The plain mean squared error of a trained model on a fixed dense batch."""
-    x = torch.rand(512, model.W.shape[0], model.W.shape[-1], generator=_generator(seed + 3))
-    with torch.no_grad():
-        return ((model(x) - x) ** 2).mean(dim=(0, 2))
+def _held_out(model, seed, importance, target=None, sampler=None) -> torch.Tensor:
+    """The trained model's importance-weighted loss on a fresh dense batch the check draws itself."""
+    g = _generator(seed + 7)
+    n_instances, n_features = tuple(model.b_final.shape)
+    x = sampler(_HELD_OUT, g) if sampler is not None else torch.rand(_HELD_OUT, n_instances, n_features, generator=g)
+    wanted = target(x) if target is not None else x
+    return (torch.as_tensor(importance) * (model(x).detach() - wanted) ** 2).mean(dim=(0, 2))
 
 
-def _learned_identity(result):
-    if (result > 0.01).any():
-        return "after training, some instances still reconstruct 2 dense features in 2 dimensions " \
-               f"badly (mean squared error up to {result.max().item():.3f}): does every instance train?"
-    return None
+_ONE_DIMENSION_IMPORTANCE = torch.tensor([[1.0, 0.1], [0.1, 1.0]]).repeat(2, 1)
+# each instance starts with its less important feature a little ahead, so that only the
+# importance weighting turns it round
+_ONE_DIMENSION_START = torch.tensor([[[0.3, 0.5]], [[0.5, 0.3]]]).repeat(2, 1, 1)
 
 
-@suite.case("train_toy_models", "2 dense features in 2 dimensions are learned, in every instance",
-            "each step: a fresh batch from generate_sparse_features, the loss summed over instances, "
-            "zero_grad, backward, optimiser step", judges=[_learned_identity], compare=False)
-def _(impl, seed):
-    model = impl.ToyModel(2, 2, 3)
-    trained = impl.train_toy_models(model, 1.0, 1.0, seed=seed, **_TRAINING)
-    return _reconstruction_error(trained, seed)
-
-
-def _important_feature_wins(result):
-    norms = result  # [inst, feats]: instances alternate which feature matters
-    for instance, (first, second) in enumerate(norms.tolist()):
-        kept, dropped = (first, second) if instance % 2 == 0 else (second, first)
-        if kept < 0.8 or dropped > 0.3:
-            return "with one hidden dimension and dense features, the more important feature should " \
-                   "get the dimension: pass importance to the loss"
-    return None
-
-
-@suite.case("train_toy_models", "importance decides which feature gets the only dimension",
-            "weight the loss with importance (importance_weighted_loss(x, model(x), importance))",
-            judges=[_important_feature_wins], compare=False)
+@suite.case("train_toy_models", "trained loss on fresh data: importance decides which feature gets the "
+            "only dimension, in every instance",
+            "each step: a fresh batch from generate_sparse_features, the loss weighted by importance and "
+            "summed over instances, zero_grad, backward, optimiser step. The trained model is judged on "
+            "data it never saw", rtol=0.02)
 def _(impl, seed):
     model = impl.ToyModel(2, 1, 4)
-    importance = torch.tensor([[1.0, 0.1], [0.1, 1.0]]).repeat(2, 1)
-    trained = impl.train_toy_models(model, 1.0, importance, seed=seed, **_TRAINING)
-    return trained.W.detach().norm(dim=1)
+    model.load_state_dict({"W": _ONE_DIMENSION_START, "b_final": torch.zeros(4, 2)})
+    trained = impl.train_toy_models(model, 1.0, _ONE_DIMENSION_IMPORTANCE, seed=seed, **_TRAINING)
+    return _held_out(trained, seed, _ONE_DIMENSION_IMPORTANCE)
 
 
 @suite.case("train_toy_models", "the learning rate follows lr_schedule",
@@ -262,7 +338,7 @@ def _(impl, seed):
     model = impl.ToyModel(3, 2, 2)
     before = model.W.detach().clone()
     trained = impl.train_toy_models(model, 0.5, 1.0, steps=20, batch_size=32, lr=1e-2,
-                                    lr_schedule=lambda step, steps: 0.0, seed=seed, progress=False)
+                                    lr_schedule=_zero_schedule, seed=seed, progress=False)
     return (trained.W.detach() - before).abs().max()
 
 
@@ -277,18 +353,37 @@ def _seeded(result):
 
 
 @suite.case("train_toy_models", "the seed decides the batches",
-            "torch.Generator(device).manual_seed(seed), passed to generate_sparse_features",
+            "torch.Generator().manual_seed(seed), passed to generate_sparse_features",
             judges=[_seeded], compare=False)
 def _(impl, seed):
     weights = []
     for s in (seed, seed, seed + 1):
         model = impl.ToyModel(3, 2, 2)
-        with torch.no_grad():
-            model.W.copy_(_weights(seed, 2, 2, 3))
+        model.load_state_dict({"W": _weights(seed, 2, 2, 3), "b_final": torch.zeros(2, 3)})
         trained = impl.train_toy_models(model, 0.5, 1.0, steps=10, batch_size=32, lr=1e-2, seed=s,
                                         progress=False)
         weights.append(trained.W.detach().clone())
     return tuple(weights)
+
+
+@suite.case("train_toy_models", "a sampler, when given, draws the batches",
+            "with sampler given, x = sampler(batch_size, generator) and feature_probability is not used "
+            "(it may be None); the last section trains on correlated features this way")
+def _(impl, seed):
+    model = impl.ToyModel(2, 1, 2)
+    model.load_state_dict({"W": torch.tensor([[[0.5, 0.3]], [[0.3, 0.5]]]), "b_final": torch.zeros(2, 2)})
+    trained = impl.train_toy_models(model, None, sampler=_second_feature_only, seed=seed, **_TRAINING)
+    return _held_out(trained, seed, 1.0, sampler=_second_feature_only)
+
+
+@suite.case("train_toy_models", "a target, when given, is what the model must output",
+            "with target given, the loss compares model(x) with target(x) instead of x: "
+            "importance_weighted_loss(target(x), model(x), importance)", atol=1e-4)
+def _(impl, seed):
+    model = impl.ToyModel(2, 2, 2)
+    model.load_state_dict({"W": _weights(seed, 2, 2, 2), "b_final": torch.zeros(2, 2)})
+    trained = impl.train_toy_models(model, 1.0, target=_half, seed=seed, **_TRAINING)
+    return _held_out(trained, seed, 1.0, target=_half)
 
 
 # --------------------------------------------------------------------------- dimensionality
@@ -342,6 +437,65 @@ def _(impl, seed):
     return impl.feature_dimensionality((0.5 + torch.rand(1, 5, generator=_generator(seed))) * _pentagon()[None])
 
 
+# --------------------------------------------------------------------------- phases
+
+
+def _unit_length_phases() -> torch.Tensor:
+    """Instances of 3 features in 2 dims; the last feature has length 1 or is tiny."""
+    W = torch.zeros(5, 2, 3)
+    W[:, 0, 0] = 1.0
+    W[1, 1, 2] = 1.0                                          # own dimension
+    W[2, 0, 2] = -1.0                                         # antipodal to feature 0
+    W[3, 1, 2] = 0.3                                          # too weak to count
+    W[4, :, 2] = torch.tensor([0.2, math.sqrt(0.96)])        # unit length, a little overlap
+    W[2, 1, 1] = 1.0
+    return W
+
+
+@suite.case("classify_phase", "the last feature: ignored / dedicated / superposed",
+            "0 if ‖W_f‖ < represented; else 2 if Σ_{j≠f} (Ŵ_f · W_j)² ≥ interference, else 1; the sum "
+            "leaves out j = f, whose term is ‖W_f‖² (a feature does not interfere with itself)")
+def _(impl, seed):
+    return impl.classify_phase(_unit_length_phases())
+
+
+@suite.case("classify_phase", "weak features: the norm itself decides",
+            "a feature is ignored when its norm ‖W_f‖ (not ‖W_f‖²) is below represented")
+def _(impl, seed):
+    W = torch.zeros(3, 2, 2)
+    W[:, 0, 0] = 1.0
+    W[:, 1, 1] = torch.tensor([0.45, 0.6, 0.8])  # orthogonal to feature 0: no overlap either way
+    return impl.classify_phase(W)
+
+
+@suite.case("classify_phase", "long and short features: overlaps along the unit direction",
+            "measure the overlaps along Ŵ_f = W_f / ‖W_f‖, not along W_f itself: a long W_f would "
+            "inflate them and a short one shrink them")
+def _(impl, seed):
+    W = torch.zeros(3, 2, 2)
+    W[:, 0, 0] = 1.0
+    W[0, :, 1] = torch.tensor([0.4, 2.0])   # long, cos² ≈ 0.04: dedicated
+    W[1, :, 1] = torch.tensor([0.9, 0.9])   # cos² = 0.5: superposed
+    W[2, :, 1] = torch.tensor([0.3, 0.75])  # short, cos² ≈ 0.14: superposed
+    return impl.classify_phase(W)
+
+
+@suite.case("classify_phase", "the feature you are given",
+            "use the feature index you are given (a negative index counts from the end)")
+def _(impl, seed):
+    W = _unit_length_phases()
+    return torch.stack([impl.classify_phase(W, feature=0), impl.classify_phase(W, feature=1),
+                        impl.classify_phase(W, feature=-2)])
+
+
+@suite.case("classify_phase", "the thresholds you are given",
+            "compare with the represented and interference arguments, not with their default values")
+def _(impl, seed):
+    W = _unit_length_phases()
+    W[3, 1, 2] = 0.6
+    return torch.stack([impl.classify_phase(W, represented=0.65), impl.classify_phase(W, interference=0.03)])
+
+
 # --------------------------------------------------------------------------- interference
 
 
@@ -376,36 +530,138 @@ def _(impl, seed):
                                                                    (1, 3))]
 
 
-# --------------------------------------------------------------------------- phases
+# --------------------------------------------------------------------------- NeuronModel
 
 
-def _phase_weights() -> torch.Tensor:
-    """Instances of 3 features in 2 dims, the last one (or the first) treated differently."""
-    W = torch.zeros(7, 2, 3)
-    W[:, 0, 0] = 1.0
-    W[1, 1, 2] = 1.0                                          # own dimension
-    W[2, 0, 2] = -1.0                                         # antipodal to feature 0
-    W[3, 1, 2] = 0.3                                          # too weak to count
-    W[4, 1, 2] = 0.6                                          # weak but represented, alone
-    W[5, :, 2] = torch.tensor([0.2, 0.7])                     # mostly alone, a little overlap
-    W[6, :, 2] = torch.tensor([0.25, 2.0])                    # long, a little overlap
-    W[2, 1, 1] = 1.0
-    return W
-
-
-@suite.case("classify_phase", "the last feature: ignored / dedicated / superposed",
-            "0 if ‖W_f‖ < represented; else 2 if Σ_{j≠f} (Ŵ_f · W_j)² ≥ interference (leave out j = f, "
-            "whose term is ‖W_f‖²), else 1")
+@suite.case("NeuronModel", "hidden(x) = ReLU(W x): no neuron is ever negative",
+            "apply the ReLU to the hidden layer itself: h = ReLU(W x), per instance")
 def _(impl, seed):
-    return impl.classify_phase(_phase_weights())
+    return _model(impl, seed, 5, 3, 3, cls="NeuronModel").hidden(_batch(seed, 16, 3, 5))
 
 
-@suite.case("classify_phase", "another feature and other thresholds",
-            "use the feature index you are given, and the thresholds represented and interference")
+@suite.case("NeuronModel", "forward reads the ReLU hidden layer: ReLU(Wᵀ ReLU(W x) + b_final)",
+            "override hidden() and let ToyModel.forward call it: x̂ = ReLU(Wᵀ h + b_final) with "
+            "h = ReLU(W x)")
 def _(impl, seed):
-    W = _phase_weights()
-    return torch.stack([impl.classify_phase(W, feature=0), impl.classify_phase(W, represented=0.65),
-                        impl.classify_phase(W, interference=0.03)])
+    return _model(impl, seed, 5, 3, 3, cls="NeuronModel")(_batch(seed, 16, 3, 5))
+
+
+# --------------------------------------------------------------------------- neuron_selectivity
+
+
+def _neurons() -> torch.Tensor:
+    """One instance of 4 neurons over 3 features: monosemantic with inhibition, two equal
+    features, one strong and one weak feature, and a neuron no feature can make fire."""
+    return torch.tensor([[[2.0, -3.0, -1.0],
+                          [0.5, 0.5, -4.0],
+                          [1.0, 0.5, 0.0],
+                          [-1.0, 0.0, -2.0]]])
+
+
+@suite.case("neuron_selectivity", "neurons with inhibition, shared features, and a dead neuron",
+            "only positive weights make a neuron fire (features are ≥ 0): s_k = max_i (W⁺_ki)² / "
+            "Σ_i (W⁺_ki)² with W⁺ = max(W, 0), 0 for a neuron with no positive weight (not NaN)")
+def _(impl, seed):
+    return impl.neuron_selectivity(_neurons())
+
+
+@suite.case("neuron_selectivity", "random weights, one value per instance and neuron",
+            "a neuron is a row of W (W[inst, k, :]): take the max and the sum over features, the last "
+            "axis; the result is [n_instances, d_hidden]")
+def _(impl, seed):
+    return impl.neuron_selectivity(_weights(seed, 3, 4, 6))
+
+
+# --------------------------------------------------------------------------- AbsoluteValueModel
+
+
+def _absolute_model(impl, seed, n_features, d_hidden, n_instances):
+    model = impl.AbsoluteValueModel(n_features, d_hidden, n_instances)
+    g = _generator(seed + 200)
+    model.load_state_dict({
+        "W_in": _weights(seed, n_instances, d_hidden, n_features),
+        "W_out": torch.randn(n_instances, n_features, d_hidden, generator=g),
+        "b_final": 0.5 * torch.randn(n_instances, n_features, generator=g)})
+    return model
+
+
+@suite.case("AbsoluteValueModel", "parameters and attributes",
+            "W_in [n_instances, d_hidden, n_features], W_out [n_instances, n_features, d_hidden] and "
+            "b_final [n_instances, n_features], all nn.Parameter; keep n_features, d_hidden and "
+            "n_instances as attributes (the trainer reads them)")
+def _(impl, seed):
+    model = impl.AbsoluteValueModel(7, 3, 4)
+    return {"shapes": {name: tuple(p.shape) for name, p in model.named_parameters()},
+            "attributes": [model.n_features, model.d_hidden, model.n_instances]}
+
+
+@suite.case("AbsoluteValueModel", "initial weights: Xavier-normal W_in and W_out, zero b_final",
+            "both weight matrices ~ N(0, σ²) with σ = sqrt(2 / (d_hidden + n_features)), b_final = 0",
+            judges=[_initialisation_judge({"W_in": (10, 40), "W_out": (10, 40)})], compare=False)
+def _(impl, seed):
+    return _start(impl.AbsoluteValueModel(40, 10, 50), ["W_in", "W_out"])
+
+
+@suite.case("AbsoluteValueModel", "forward: ReLU(W_out ReLU(W_in x) + b_final) on signed inputs",
+            "two ReLUs: one on the neurons, h = ReLU(W_in x), and one on the output after adding the "
+            "bias; W_out is its own matrix (not W_inᵀ), contracted over d_hidden")
+def _(impl, seed):
+    return _absolute_model(impl, seed, 5, 3, 2)(_batch(seed, 16, 2, 5, signed=True))
+
+
+@suite.case("AbsoluteValueModel", "gradients reach W_in, W_out and b_final",
+            "compute the output from the parameters with differentiable torch operations")
+def _(impl, seed):
+    return _parameter_gradients(_absolute_model(impl, seed, 5, 3, 2), _batch(seed, 16, 2, 5, signed=True),
+                                ("W_in", "W_out", "b_final"))
+
+
+# --------------------------------------------------------------------------- single_feature_slopes
+
+
+def _absolute_value_circuit() -> tuple[torch.Tensor, torch.Tensor]:
+    """3 features, 3 neurons: |x_0| from two neurons; x_1 only on its positive side, at
+    slope 2; and a neuron that fires for negative x_2 and writes into output 0."""
+    W_in = torch.tensor([[[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 2.0, -0.5]]])
+    W_out = torch.tensor([[[1.0, 1.0, 0.8], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]])
+    return W_in, W_out
+
+
+def _random_circuit(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """W_in [2, 3 neurons, 4 features] with columns of different norms, and W_out [2, 4, 3]."""
+    return _weights(seed, 2, 3, 4), torch.randn(2, 4, 3, generator=_generator(seed + 5))
+
+
+@suite.case("single_feature_slopes", "a hand-built circuit: sides, slopes and interference",
+            "S[σ, i, j] = Σ_k W_out[i, k]·ReLU(σ·W_in[k, j]): index 0 is σ = +1 (x_j > 0), index 1 is "
+            "σ = -1; only the part of W_in with the right sign passes the neuron's ReLU, and the "
+            "output index i comes before the input index j")
+def _(impl, seed):
+    return impl.single_feature_slopes(*_absolute_value_circuit())
+
+
+@suite.case("single_feature_slopes", "random weights, d_hidden ≠ n_features",
+            "contract over the neurons (d_hidden): W_out is [inst, feats, d_hidden], W_in is "
+            "[inst, d_hidden, feats]; the result is [inst, 2, feats, feats]")
+def _(impl, seed):
+    return impl.single_feature_slopes(*_random_circuit(seed))
+
+
+# --------------------------------------------------------------------------- neuron_contributions
+
+
+@suite.case("neuron_contributions", "a hand-built circuit",
+            "C[σ, k, j] = W_out[j, k]·ReLU(σ·W_in[k, j]): what neuron k adds to output j's slope "
+            "when x_j alone is on with sign σ; [inst, 2, d_hidden, feats]")
+def _(impl, seed):
+    return impl.neuron_contributions(*_absolute_value_circuit())
+
+
+@suite.case("neuron_contributions", "random weights, d_hidden ≠ n_features",
+            "W_out[j, k] is output j's weight from neuron k (W_out is [inst, feats, d_hidden]): "
+            "use the transpose of W_out so that it lines up with W_in [inst, d_hidden, feats]")
+def _(impl, seed):
+    return impl.neuron_contributions(*_random_circuit(seed))
 
 
 # --------------------------------------------------------------------------- correlated features
@@ -416,11 +672,13 @@ _PAIRS_SAMPLES = 8_000
 def _pairs_judge(together: bool, p: float):
     def judge(x):
         if tuple(x.shape) != (_PAIRS_SAMPLES, 2, 6):
-            return f"the batch has shape {tuple(x.shape)}, expected [batch, n_instances, 2 * n_pairs]"
+            return Mismatch(f"the batch has shape {tuple(x.shape)}, expected [batch, n_instances, 2 * n_pairs]",
+                            form=True)
         fires = x != 0
-        rates = fires.float().mean(0)
-        if (rates - p).abs().max() > 0.02:
-            return "each feature should fire with probability feature_probability"
+        worst = (fires.float().mean(0) - p).abs().max().item()
+        found = beyond(worst, 0.0, _RATE_TOLERANCE, "each feature should fire with probability feature_probability")
+        if found:
+            return found
         first, second = fires[..., 0::2], fires[..., 1::2]
         if together and not torch.equal(first, second):
             return "the two features of a pair (2k, 2k+1) must fire together"
@@ -433,6 +691,21 @@ def _pairs_judge(together: bool, p: float):
     return judge
 
 
+def _pairs_independent(p: float):
+    """Features of different pairs (and instances) fire independently: both with probability p²."""
+    def judge(x):
+        fires = (x != 0).float()
+        for a, b in (((0, 0), (0, 2)), ((0, 0), (0, 3)), ((0, 1), (0, 4)), ((0, 0), (1, 1))):
+            both = (fires[:, a[0], a[1]] * fires[:, b[0], b[1]]).mean().item()
+            found = beyond(both, p ** 2, _RATE_TOLERANCE,
+                           "features of different pairs fire together more (or less) often than independent "
+                           "pairs would: draw a fresh decision for every batch row, instance and pair")
+            if found:
+                return found
+        return None
+    return judge
+
+
 @suite.case("generate_correlated_features", "pairs fire together, each with probability p",
             "draw one firing decision per pair and give it to both features (repeat_interleave), then "
             "independent Uniform[0, 1) values", judges=[_pairs_judge(True, 0.3)], compare=False)
@@ -440,11 +713,26 @@ def _(impl, seed):
     return impl.generate_correlated_features(_PAIRS_SAMPLES, 2, 3, 0.3, _generator(seed))
 
 
+@suite.case("generate_correlated_features", "different pairs fire independently",
+            "one firing decision per batch row, instance and pair, not one shared by all pairs",
+            judges=[_pairs_independent(0.4)], compare=False)
+def _(impl, seed):
+    return impl.generate_correlated_features(_PAIRS_SAMPLES, 2, 3, 0.4, _generator(seed))
+
+
 @suite.case("generate_anticorrelated_features", "pairs never fire together, each with probability p",
             "a pair is active with probability 2p, and then exactly one of its features fires",
             judges=[_pairs_judge(False, 0.2)], compare=False)
 def _(impl, seed):
     return impl.generate_anticorrelated_features(_PAIRS_SAMPLES, 2, 3, 0.2, _generator(seed))
+
+
+@suite.case("generate_anticorrelated_features", "different pairs choose independently",
+            "each pair needs its own coin (one per batch row, instance and pair) to choose which of its "
+            "two features fires; one coin shared by all pairs makes the pairs choose alike",
+            judges=[_pairs_independent(0.4)], compare=False)
+def _(impl, seed):
+    return impl.generate_anticorrelated_features(_PAIRS_SAMPLES, 2, 3, 0.4, _generator(seed))
 
 
 test_hidden_check = suite.pytest_function()

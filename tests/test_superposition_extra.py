@@ -1,6 +1,8 @@
 """The reference module of chapter 3 beyond its hidden checks: clear errors on bad input,
-exact values on known geometries, the interference bounds, and training that is seeded,
-per instance, and on whichever device the model is."""
+exact values on known geometries, the interference bounds, the neuron models' analysis
+functions against the models themselves, and training that is seeded, per instance, and
+gives the same results on whichever device the model is (the GPU tests run only where
+there is one)."""
 
 import math
 
@@ -119,9 +121,108 @@ def test_dense_5_to_2_model_learns_the_two_most_important_features():
     assert (norms[:, :2] > 0.9).all() and (norms[:, 2:] < 0.5).all()  # "represented" as in the notebook
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
-def test_training_on_the_gpu():
-    model = sp.ToyModel(5, 2, 3).cuda()
-    sp.train_toy_models(model, torch.tensor([[1.0], [0.1], [0.01]]), 0.9 ** torch.arange(5.0), steps=5,
+def test_training_with_a_target_teaches_the_absolute_value():
+    model = sp.AbsoluteValueModel(2, 8, 2, generator=torch.Generator().manual_seed(0))
+
+    def sampler(batch_size, generator):
+        return sp.generate_signed_sparse_features(batch_size, 2, 2, 1.0, generator)
+
+    before = sp.held_out_loss(model, sampler, target=torch.abs)
+    sp.train_toy_models(model, None, steps=600, batch_size=256, lr=3e-2, sampler=sampler, target=torch.abs,
                         progress=False)
-    assert model.W.is_cuda
+    after = sp.held_out_loss(model, sampler, target=torch.abs)
+    assert (after < before / 10).all()
+
+
+def test_held_out_loss_is_seeded_and_leaves_the_model_alone():
+    model = sp.ToyModel(3, 2, 2, generator=torch.Generator().manual_seed(0))
+    W = model.W.detach().clone()
+
+    def sampler(batch_size, generator):
+        return sp.generate_sparse_features(batch_size, 2, 3, 0.5, generator)
+
+    assert torch.equal(sp.held_out_loss(model, sampler), sp.held_out_loss(model, sampler))
+    assert not torch.equal(sp.held_out_loss(model, sampler), sp.held_out_loss(model, sampler, seed=1))
+    assert torch.equal(model.W.detach(), W)
+
+
+# --------------------------------------------------------------------------- samplers
+
+def test_signed_features_are_uniform_on_both_sides():
+    x = sp.generate_signed_sparse_features(20_000, 2, 3, torch.tensor([[0.2], [0.7]]), torch.Generator().manual_seed(0))
+    fires = x != 0
+    assert torch.allclose(fires.float().mean(0), torch.tensor([[0.2] * 3, [0.7] * 3]), atol=0.02)
+    values = x[fires]
+    assert values.min() >= -1 and values.max() < 1
+    assert abs(values.mean().item()) < 0.02 and abs((values < -0.5).float().mean().item() - 0.25) < 0.02
+
+
+@pytest.mark.parametrize("sampler", [sp.generate_sparse_features, sp.generate_signed_sparse_features,
+                                     sp.generate_correlated_features, sp.generate_anticorrelated_features])
+def test_samplers_draw_on_the_generator_and_move_to_the_device(sampler):
+    """The same seed gives the same numbers wherever the batch goes ("meta" stands in for a GPU)."""
+    here = sampler(16, 2, 2, 0.3, torch.Generator().manual_seed(0))
+    moved = sampler(16, 2, 2, 0.3, torch.Generator().manual_seed(0), device="meta")
+    assert moved.device.type == "meta" and moved.shape == here.shape
+    assert torch.equal(here, sampler(16, 2, 2, 0.3, torch.Generator().manual_seed(0), device="cpu"))
+
+
+# --------------------------------------------------------------------------- neurons
+
+def test_neuron_model_is_a_toy_model_with_relu_neurons():
+    model = sp.NeuronModel(4, 3, 2, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(8, 2, 4)
+    h = model.hidden(x)
+    assert (h >= 0).all() and torch.allclose(h, sp.ToyModel.hidden(model, x).clamp(min=0))
+    expected = torch.relu(torch.einsum("ihf,bih->bif", model.W, h) + model.b_final)
+    assert torch.allclose(model(x), expected)
+
+
+def test_selectivity_of_known_neurons():
+    W = torch.tensor([[[1.0, -5.0, 0.0], [1.0, 1.0, 0.0], [-1.0, -1.0, 0.0]]])
+    assert sp.neuron_selectivity(W).tolist() == [[1.0, 0.5, 0.0]]
+
+
+def test_slopes_predict_the_model_on_single_features():
+    """With a large bias no output ReLU is active, so output i = b_i + t·S[σ, i, j] exactly."""
+    model = sp.AbsoluteValueModel(5, 3, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.b_final.fill_(100.0)
+    S = sp.single_feature_slopes(model.W_in.detach(), model.W_out.detach())
+    for side, sign in enumerate((1.0, -1.0)):
+        for j in range(5):
+            x = torch.zeros(1, 2, 5)
+            x[0, :, j] = 0.7 * sign
+            torch.testing.assert_close(model(x).detach()[0] - 100.0, 0.7 * S[:, side, :, j], atol=1e-4, rtol=0)
+
+
+def test_neuron_contributions_add_up_to_the_diagonal_slopes():
+    g = torch.Generator().manual_seed(0)
+    W_in, W_out = torch.randn(3, 4, 6, generator=g), torch.randn(3, 6, 4, generator=g)
+    total = sp.neuron_contributions(W_in, W_out).sum(dim=2)
+    torch.testing.assert_close(total, torch.diagonal(sp.single_feature_slopes(W_in, W_out), dim1=-2, dim2=-1))
+
+
+# --------------------------------------------------------------------------- the GPU
+
+requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+
+
+@requires_gpu
+def test_a_seed_gives_the_same_batch_on_the_gpu():
+    cpu = sp.generate_sparse_features(64, 3, 5, torch.tensor([[0.9], [0.1], [0.5]]), torch.Generator().manual_seed(0))
+    gpu = sp.generate_sparse_features(64, 3, 5, torch.tensor([[0.9], [0.1], [0.5]], device="cuda"),
+                                      torch.Generator().manual_seed(0), device="cuda")
+    assert gpu.is_cuda and torch.equal(gpu.cpu(), cpu)
+
+
+@requires_gpu
+def test_training_on_the_gpu_matches_the_cpu():
+    def train(device):
+        model = sp.ToyModel(5, 2, 3, generator=torch.Generator().manual_seed(0)).to(device)
+        importance = (0.9 ** torch.arange(5.0)).to(device)  # a CUDA importance meets per_feature
+        sp.train_toy_models(model, torch.tensor([[1.0], [0.1], [0.01]]), importance, steps=200, lr=1e-2,
+                            progress=False)
+        return model.W.detach().cpu()
+
+    assert torch.allclose(train("cuda"), train("cpu"), atol=1e-2)  # the same batches; only rounding differs

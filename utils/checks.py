@@ -15,7 +15,9 @@ The same cases serve three callers:
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import math
 import sys
 import traceback
@@ -180,13 +182,78 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}{where}"
 
 
+class InputChanged(Exception):
+    """An exercise changed one of its tensor arguments in place."""
+
+
+def _tensors(value: Any, path: str):
+    """(where, tensor) for every tensor in an argument, through lists, tuples and dicts."""
+    if isinstance(value, torch.Tensor):
+        yield path, value
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _tensors(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _tensors(item, f"{path}[{key!r}]")
+
+
+def _unchanged(before: torch.Tensor, after: torch.Tensor) -> bool:
+    return before.shape == after.shape and before.dtype == after.dtype and \
+        torch.equal(before.isnan(), after.isnan()) and torch.equal(before.nan_to_num(), after.nan_to_num())
+
+
+def _callees(function: Callable) -> str:
+    """", or a function it calls did: f, g": the student's functions it refers to by name."""
+    names = [n for n in dict.fromkeys(function.__code__.co_names)
+             if isinstance(function.__globals__.get(n), types.FunctionType)]
+    return f", or a function it calls did ({', '.join(names)})" if names else ""
+
+
+def _guarded(function: Callable) -> Callable:
+    """``function``, failing with ``InputChanged`` when a call changes a tensor argument."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return function
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs).arguments
+        except TypeError:
+            return function(*args, **kwargs)  # the student's own error message says more
+        saved = [(where, t, t.detach().clone()) for name, value in bound.items()
+                 for where, t in _tensors(value, name)]
+        result = function(*args, **kwargs)
+        for where, tensor, before in saved:
+            if not _unchanged(before, tensor.detach()):
+                raise InputChanged(f"{function.__name__} changed its argument {where} in place"
+                                   f"{_callees(function)}; compute on a copy instead (x = x - y, not "
+                                   f"x -= y or x.sub_(y))")
+        return result
+    return call
+
+
+class _Guard:
+    """``impl`` whose functions fail when they change their tensor inputs (every exercise's
+    inputs must stay as they were: a later cell reuses them)."""
+
+    def __init__(self, impl: Any):
+        self._impl = impl
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._impl, name)
+        return _guarded(value) if isinstance(value, types.FunctionType) else value
+
+
 def run_case(case: Case, impl: Any, seed: int) -> Outcome:
     """Run one case's program on ``impl``; exceptions become an error message."""
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return Outcome(value=to_plain(case.program(impl, seed)))
-    except NotPlainData as exc:
+            return Outcome(value=to_plain(case.program(_Guard(impl), seed)))
+    except (NotPlainData, InputChanged) as exc:
         return Outcome(error=str(exc))
     except Exception as exc:  # noqa: BLE001 - any student error is a result, not a crash
         return Outcome(error=describe_exception(exc))
@@ -261,6 +328,24 @@ def compare(expected: Any, actual: Any, rtol: float, atol: float, where: str = "
     raise TypeError(f"cannot compare reference data of type {type(expected).__name__}")
 
 
+def deviation(expected: Any, actual: Any, rtol: float, atol: float) -> float:
+    """How much of its tolerance a matching result uses: the largest
+    |actual - expected| / (atol + rtol·|expected|) over its floating-point entries (0 if none)."""
+    if isinstance(expected, (torch.Tensor, np.ndarray)):
+        e, a = torch.as_tensor(expected), torch.as_tensor(actual)
+        if not e.is_floating_point() or e.numel() == 0:
+            return 0.0
+        e, a = e.to(torch.float64), a.to(torch.float64)
+        return ((a - e).abs().nan_to_num(nan=0.0) / (atol + rtol * e.abs())).max().item()
+    if isinstance(expected, float) and isinstance(actual, (int, float)) and not math.isnan(expected):
+        return abs(actual - expected) / (atol + rtol * abs(expected))
+    if isinstance(expected, (list, tuple)):
+        return max((deviation(e, a, rtol, atol) for e, a in zip(expected, actual)), default=0.0)
+    if isinstance(expected, dict):
+        return max((deviation(expected[k], actual[k], rtol, atol) for k in expected), default=0.0)
+    return 0.0
+
+
 def _short(x: Any) -> str:
     text = repr(x)
     return text if len(text) < 60 else text[:57] + "..."
@@ -332,18 +417,40 @@ def check(obj: Any, chapter: str | None = None) -> None:
     if suite is None:
         print(f"There are no checks for {name!r}: is the name spelled as in the exercise?")
         return
-    reference = suite.reference()
     passed = 0
     cases = suite.cases_for(name)
     for case in cases:
-        verdict = judge_case(case, run_case(case, reference, 0), run_case(case, _implementation_of(obj), 0))
+        verdict = _verdict(suite, case, obj)
         if not verdict.passed:
             print(f"✗ {case.name}: {verdict.message}")
             print(f"{name}: {passed} of {len(cases)} checks passed before this one.")
+            for line in _failing_exercises_used_by(obj, suite):
+                print(line)
             return
         print(f"✓ {case.name}")
         passed += 1
     print(f"{name}: all {len(cases)} checks passed.")
+
+
+def _verdict(suite: Suite, case: Case, obj: Any) -> Verdict:
+    return judge_case(case, run_case(case, suite.reference(), 0), run_case(case, _implementation_of(obj), 0))
+
+
+def _failing_exercises_used_by(obj: Any, suite: Suite) -> list[str]:
+    """A note for each earlier exercise that ``obj`` calls and that fails its own checks:
+    the failure may be that exercise's, not this one's."""
+    code = getattr(obj, "__code__", None)
+    scope = getattr(obj, "__globals__", {})
+    notes = []
+    for used in dict.fromkeys(code.co_names if code else ()):
+        if used == obj.__name__ or not suite.cases_for(used) or used not in scope:
+            continue
+        failed = next((v for v in (_verdict(suite, c, scope[used]) for c in suite.cases_for(used))
+                       if not v.passed), None)
+        if failed:
+            notes.append(f"Note: {obj.__name__} calls {used}, which fails its own check ({failed.message}); "
+                         f"fix {used} first.")
+    return notes
 
 
 def _try_load_suite(chapter: str) -> Suite | None:

@@ -196,7 +196,9 @@ def execute(path: Path, workdir: Path, timeout: int = 1200):
     recording.unlink(missing_ok=True)
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(workdir)}})
-    client.execute(env={**os.environ, "MPLBACKEND": "Agg", RECORD_TO: str(recording)})
+    # the inline backend, not Agg: the figures must be in the outputs, the site shows them
+    client.execute(env={**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                        RECORD_TO: str(recording)})
     return notebook, read_recording(recording)
 
 

@@ -79,12 +79,13 @@ def _(batch_size, n_instances, n_features, feature_probability, generator=None):
 class _Toy(nn.Module):
     """A toy model with switches for each mistake."""
 
-    relu_output, bias, transpose_back = True, True, False
+    relu_output, bias, transpose_back, init_std = True, True, False, None
 
-    def __init__(self, n_features, d_hidden, n_instances=1, relu=True):
+    def __init__(self, n_features, d_hidden, n_instances=1, relu=True, generator=None):
         super().__init__()
-        self.relu = relu
-        self.W = nn.Parameter(torch.randn(n_instances, d_hidden, n_features) * 0.3)
+        self.n_features, self.d_hidden, self.n_instances, self.relu = n_features, d_hidden, n_instances, relu
+        std = self.init_std or math.sqrt(2 / (d_hidden + n_features))
+        self.W = nn.Parameter(std * torch.randn(n_instances, d_hidden, n_features, generator=generator))
         self.b_final = nn.Parameter(torch.zeros(n_instances, n_features))
 
     def hidden(self, x):
@@ -131,9 +132,9 @@ class _(_Toy):
 
 @mutant("ToyModel", "W stored as [n_instances, n_features, d_hidden]")
 class _(_Toy):
-    def __init__(self, n_features, d_hidden, n_instances=1, relu=True):
-        super().__init__(n_features, d_hidden, n_instances, relu)
-        self.W = nn.Parameter(torch.randn(n_instances, n_features, d_hidden) * 0.3)
+    def __init__(self, n_features, d_hidden, n_instances=1, relu=True, generator=None):
+        super().__init__(n_features, d_hidden, n_instances, relu, generator)
+        self.W = nn.Parameter(torch.randn(n_instances, n_features, d_hidden, generator=generator) * 0.3)
 
     def hidden(self, x):
         return torch.einsum("ifh,bif->bih", self.W, x)
@@ -148,12 +149,38 @@ class _(_Toy):
         return super().forward(x).detach().requires_grad_()
 
 
-@alternative("ToyModel", "batched matrix products instead of einsum")
+@mutant("ToyModel", "initialised with std 1")
+class _(_Toy):
+    init_std = 1.0
+
+
+@mutant("ToyModel", "initialised with std sqrt(1 / n_features) (fan-in only)")
+class _(_Toy):
+    def __init__(self, n_features, d_hidden, n_instances=1, relu=True, generator=None):
+        self.init_std = math.sqrt(1 / n_features)
+        super().__init__(n_features, d_hidden, n_instances, relu, generator)
+
+
+@mutant("ToyModel", "the generator is not used (global RNG)")
+class _(_Toy):
+    def __init__(self, n_features, d_hidden, n_instances=1, relu=True, generator=None):
+        super().__init__(n_features, d_hidden, n_instances, relu)
+
+
+@mutant("ToyModel", "b_final starts at random values")
+class _(_Toy):
+    def __init__(self, n_features, d_hidden, n_instances=1, relu=True, generator=None):
+        super().__init__(n_features, d_hidden, n_instances, relu, generator)
+        self.b_final = nn.Parameter(0.1 * torch.randn(n_instances, n_features))
+
+
+@alternative("ToyModel", "batched matrix products instead of einsum, nn.init on a generator")
 class _(nn.Module):
-    def __init__(self, n_features, d_hidden, n_instances=1, relu=True):
+    def __init__(self, n_features, d_hidden, n_instances=1, relu=True, generator=None):
         super().__init__()
-        self.relu = relu
-        self.W = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_instances, d_hidden, n_features)))
+        self.n_features, self.d_hidden, self.n_instances, self.relu = n_features, d_hidden, n_instances, relu
+        W = torch.empty(n_instances, d_hidden, n_features)
+        self.W = nn.Parameter(nn.init.normal_(W, std=math.sqrt(2 / (d_hidden + n_features)), generator=generator))
         self.b_final = nn.Parameter(torch.zeros(n_instances, n_features))
 
     def hidden(self, x):
@@ -162,6 +189,32 @@ class _(nn.Module):
     def forward(self, x):
         out = (self.W.transpose(1, 2) @ self.hidden(x).permute(1, 2, 0)).permute(2, 0, 1) + self.b_final
         return out.clamp(min=0) if self.relu else out
+
+
+# --------------------------------------------------------------------------- NeuronModel
+
+@mutant("NeuronModel", "no ReLU on the hidden layer (ToyModel's hidden)")
+class _(ref.ToyModel):
+    pass
+
+
+@mutant("NeuronModel", "ReLU added in forward; hidden() left linear")
+class _(ref.ToyModel):
+    def forward(self, x):
+        h = torch.relu(super().hidden(x))
+        return torch.relu(torch.einsum("ihf,bih->bif", self.W, h) + self.b_final)
+
+
+@mutant("NeuronModel", "ReLU of the weights: ReLU(W) x")
+class _(ref.ToyModel):
+    def hidden(self, x):
+        return torch.einsum("ihf,bif->bih", torch.relu(self.W), x)
+
+
+@alternative("NeuronModel", "clamp on a batched matrix product")
+class _(ref.ToyModel):
+    def hidden(self, x):
+        return (self.W @ x.permute(1, 2, 0)).permute(2, 0, 1).clamp(min=0)
 
 
 # --------------------------------------------------------------------------- importance_weighted_loss
@@ -196,6 +249,11 @@ def _(x, x_hat, importance):
     return (importance * (x - x_hat).abs()).mean(dim=(0, 2))
 
 
+@mutant("importance_weighted_loss", "x.sub_(x_hat): the batch changed in place")
+def _(x, x_hat, importance):
+    return (torch.as_tensor(importance) * x.sub_(x_hat) ** 2).mean(dim=(0, 2))
+
+
 @alternative("importance_weighted_loss", "explicit sum divided by counts")
 def _(x, x_hat, importance):
     weighted = torch.as_tensor(importance) * (x_hat - x).pow(2)
@@ -205,17 +263,22 @@ def _(x, x_hat, importance):
 # --------------------------------------------------------------------------- train_toy_models
 
 def _train(model, feature_probability, importance=1.0, steps=5_000, batch_size=1024, lr=1e-3,
-           lr_schedule=ref.cosine_decay_lr, seed=0, progress=True, *, use_importance=True,
-           use_schedule=True, seeded=True, instances=None, zero_grad=True):
+           lr_schedule=ref.cosine_decay_lr, seed=0, progress=True, sampler=None, target=None, *,
+           use_importance=True, use_schedule=True, seeded=True, instances=None, zero_grad=True,
+           use_sampler=True, use_target=True):
     generator = torch.Generator().manual_seed(seed) if seeded else None
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     for step in range(steps):
         if use_schedule:
             for group in optimiser.param_groups:
                 group["lr"] = lr * lr_schedule(step, steps)
-        x = ref.generate_sparse_features(batch_size, model.n_instances, model.n_features,
-                                         feature_probability, generator)
-        losses = ref.importance_weighted_loss(x, model(x), importance if use_importance else 1.0)
+        if sampler is not None and use_sampler:
+            x = sampler(batch_size, generator)
+        else:
+            x = ref.generate_sparse_features(batch_size, model.n_instances, model.n_features,
+                                             feature_probability, generator)
+        wanted = target(x) if target is not None and use_target else x
+        losses = ref.importance_weighted_loss(wanted, model(x), importance if use_importance else 1.0)
         loss = losses[instances].sum() if instances is not None else losses.sum()
         if zero_grad:
             optimiser.zero_grad()
@@ -249,17 +312,42 @@ def _(model, feature_probability, importance=1.0, **kwargs):
     return _train(model, feature_probability, importance, zero_grad=False, **kwargs)
 
 
+@mutant("train_toy_models", "sampler ignored")
+def _(model, feature_probability, importance=1.0, **kwargs):
+    return _train(model, feature_probability, importance, use_sampler=False, **kwargs)
+
+
+@mutant("train_toy_models", "target ignored (always reconstructs x)")
+def _(model, feature_probability, importance=1.0, **kwargs):
+    return _train(model, feature_probability, importance, use_target=False, **kwargs)
+
+
+@mutant("train_toy_models", "no training: the most important features written in as unit directions")
+def _(model, feature_probability, importance=1.0, **kwargs):
+    weights = torch.as_tensor(importance, dtype=torch.float32).expand(model.n_instances, model.n_features)
+    kept = weights.argsort(dim=-1, descending=True)[:, :model.d_hidden]
+    W = torch.zeros(model.n_instances, model.d_hidden, model.n_features)
+    for instance, features in enumerate(kept):
+        W[instance, torch.arange(len(features)), features] = 1.0
+    with torch.no_grad():
+        model.W.copy_(W)
+        model.b_final.zero_()
+    return model
+
+
 @alternative("train_toy_models", "LambdaLR scheduler, mean over instances")
 def _(model, feature_probability, importance=1.0, steps=5_000, batch_size=1024, lr=1e-3,
-      lr_schedule=ref.cosine_decay_lr, seed=0, progress=True):
+      lr_schedule=ref.cosine_decay_lr, seed=0, progress=True, sampler=None, target=None):
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: lr_schedule(step, steps))
+    draw = sampler or (lambda size, g: ref.generate_sparse_features(size, model.n_instances, model.n_features,
+                                                                   feature_probability, g))
     for _ in range(steps):
-        x = ref.generate_sparse_features(batch_size, model.n_instances, model.n_features,
-                                         feature_probability, generator)
+        x = draw(batch_size, generator)
+        wanted = x if target is None else target(x)
         # Adam is invariant to scaling the loss, so a mean over instances trains the same way
-        ref.importance_weighted_loss(x, model(x), importance).mean().backward()
+        ref.importance_weighted_loss(wanted, model(x), importance).mean().backward()
         optimiser.step()
         optimiser.zero_grad()
         scheduler.step()
@@ -336,6 +424,183 @@ def _(W, eps=1e-8):
         projections_sq = gram.pow(2) / norms_sq.clamp(min=eps ** 2)[:, None]
         out.append(torch.where(norms_sq > 0, norms_sq / projections_sq.sum(-1).clamp(min=eps), 0.0))
     return torch.stack(out)
+
+
+# --------------------------------------------------------------------------- neuron_selectivity
+
+@mutant("neuron_selectivity", "|W| instead of its positive part")
+def _(W, eps=1e-8):
+    squared = W.pow(2)
+    return squared.amax(dim=-1) / squared.sum(dim=-1).clamp(min=eps)
+
+
+@mutant("neuron_selectivity", "weights not squared")
+def _(W, eps=1e-8):
+    positive = W.clamp(min=0)
+    return positive.amax(dim=-1) / positive.sum(dim=-1).clamp(min=eps)
+
+
+@mutant("neuron_selectivity", "NaN for a neuron no feature can make fire")
+def _(W, eps=1e-8):
+    positive = W.clamp(min=0).pow(2)
+    return positive.amax(dim=-1) / positive.sum(dim=-1)
+
+
+@mutant("neuron_selectivity", "a feature's share of the neurons (max and sum over neurons)")
+def _(W, eps=1e-8):
+    positive = W.clamp(min=0).pow(2)
+    return (positive.amax(dim=-2) / positive.sum(dim=-2).clamp(min=eps))[:, :W.shape[1]]
+
+
+@alternative("neuron_selectivity", "torch.where on the sign, top-1 by sorting")
+def _(W, eps=1e-8):
+    positive = torch.where(W > 0, W * W, torch.zeros_like(W))
+    top = positive.sort(dim=-1, descending=True).values[..., 0]
+    total = positive.sum(dim=-1)
+    return torch.where(total > eps, top / total.clamp(min=eps), torch.zeros_like(total))
+
+
+# --------------------------------------------------------------------------- AbsoluteValueModel
+
+class _Absolute(nn.Module):
+    """An absolute-value model with switches for each mistake."""
+
+    hidden_relu, output_relu, bias_inside = True, True, True
+
+    def __init__(self, n_features, d_hidden, n_instances=1, generator=None):
+        super().__init__()
+        self.n_features, self.d_hidden, self.n_instances = n_features, d_hidden, n_instances
+        std = math.sqrt(2 / (d_hidden + n_features))
+        self.W_in = nn.Parameter(std * torch.randn(n_instances, d_hidden, n_features, generator=generator))
+        self.W_out = nn.Parameter(std * torch.randn(n_instances, n_features, d_hidden, generator=generator))
+        self.b_final = nn.Parameter(torch.zeros(n_instances, n_features))
+
+    def forward(self, x):
+        h = torch.einsum("ihf,bif->bih", self.W_in, x)
+        h = torch.relu(h) if self.hidden_relu else h
+        out = torch.einsum("ifh,bih->bif", self.W_out, h)
+        if not self.bias_inside:
+            return torch.relu(out) + self.b_final
+        out = out + self.b_final
+        return torch.relu(out) if self.output_relu else out
+
+
+@mutant("AbsoluteValueModel", "no ReLU on the neurons")
+class _(_Absolute):
+    hidden_relu = False
+
+
+@mutant("AbsoluteValueModel", "no ReLU on the output")
+class _(_Absolute):
+    output_relu = False
+
+
+@mutant("AbsoluteValueModel", "bias added after the output ReLU")
+class _(_Absolute):
+    bias_inside = False
+
+
+@mutant("AbsoluteValueModel", "tied weights: W_inᵀ on the way out, no W_out")
+class _(_Absolute):
+    def __init__(self, n_features, d_hidden, n_instances=1, generator=None):
+        super().__init__(n_features, d_hidden, n_instances, generator)
+        del self.W_out
+
+    def forward(self, x):
+        h = torch.relu(torch.einsum("ihf,bif->bih", self.W_in, x))
+        return torch.relu(torch.einsum("ihf,bih->bif", self.W_in, h) + self.b_final)
+
+
+@mutant("AbsoluteValueModel", "W_out stored as [n_instances, d_hidden, n_features]")
+class _(_Absolute):
+    def __init__(self, n_features, d_hidden, n_instances=1, generator=None):
+        super().__init__(n_features, d_hidden, n_instances, generator)
+        self.W_out = nn.Parameter(self.W_out.detach().transpose(1, 2).clone())
+
+    def forward(self, x):
+        h = torch.relu(torch.einsum("ihf,bif->bih", self.W_in, x))
+        return torch.relu(torch.einsum("ihf,bih->bif", self.W_out, h) + self.b_final)
+
+
+@mutant("AbsoluteValueModel", "initialised with std 1")
+class _(_Absolute):
+    def __init__(self, n_features, d_hidden, n_instances=1, generator=None):
+        super().__init__(n_features, d_hidden, n_instances, generator)
+        self.W_in = nn.Parameter(torch.randn(n_instances, d_hidden, n_features, generator=generator))
+        self.W_out = nn.Parameter(torch.randn(n_instances, n_features, d_hidden, generator=generator))
+
+
+@alternative("AbsoluteValueModel", "batched matrix products and clamp")
+class _(nn.Module):
+    def __init__(self, n_features, d_hidden, n_instances=1, generator=None):
+        super().__init__()
+        self.n_features, self.d_hidden, self.n_instances = n_features, d_hidden, n_instances
+        std = math.sqrt(2 / (d_hidden + n_features))
+        self.W_in = nn.Parameter(torch.randn(n_instances, d_hidden, n_features, generator=generator) * std)
+        self.W_out = nn.Parameter(torch.randn(n_instances, n_features, d_hidden, generator=generator) * std)
+        self.b_final = nn.Parameter(torch.zeros(n_instances, n_features))
+
+    def forward(self, x):
+        h = (self.W_in @ x.permute(1, 2, 0)).clamp(min=0)  # [inst, hidden, batch]
+        return ((self.W_out @ h).permute(2, 0, 1) + self.b_final).clamp(min=0)
+
+
+# --------------------------------------------------------------------------- single_feature_slopes
+
+def _slopes(W_in, W_out, first, second, transpose=False):
+    out = torch.stack([torch.einsum("ifh,ihj->ifj", W_out, first(W_in)),
+                       torch.einsum("ifh,ihj->ifj", W_out, second(W_in))], dim=1)
+    return out.transpose(-1, -2) if transpose else out
+
+
+@mutant("single_feature_slopes", "the two sides swapped (index 0 for negative x)")
+def _(W_in, W_out):
+    return _slopes(W_in, W_out, lambda W: (-W).clamp(min=0), lambda W: W.clamp(min=0))
+
+
+@mutant("single_feature_slopes", "no ReLU: W_out W_in and its negative")
+def _(W_in, W_out):
+    return _slopes(W_in, W_out, lambda W: W, lambda W: -W)
+
+
+@mutant("single_feature_slopes", "|W_in| on both sides")
+def _(W_in, W_out):
+    return _slopes(W_in, W_out, torch.abs, torch.abs)
+
+
+@mutant("single_feature_slopes", "input and output indices swapped ([σ, j, i])")
+def _(W_in, W_out):
+    return _slopes(W_in, W_out, lambda W: W.clamp(min=0), lambda W: (-W).clamp(min=0), transpose=True)
+
+
+@alternative("single_feature_slopes", "a loop over the two signs with batched matrix products")
+def _(W_in, W_out):
+    return torch.stack([W_out @ torch.relu(sign * W_in) for sign in (1.0, -1.0)], dim=1)
+
+
+# --------------------------------------------------------------------------- neuron_contributions
+
+@mutant("neuron_contributions", "the two sides swapped")
+def _(W_in, W_out):
+    return ref.neuron_contributions(-W_in, W_out)
+
+
+@mutant("neuron_contributions", "summed over the neurons (the slopes themselves)")
+def _(W_in, W_out):
+    return ref.neuron_contributions(W_in, W_out).sum(dim=2)
+
+
+@mutant("neuron_contributions", "no ReLU: W_out[j, k]·σ·W_in[k, j]")
+def _(W_in, W_out):
+    both = torch.stack([W_in, -W_in], dim=1)
+    return both * W_out.transpose(-1, -2)[:, None]
+
+
+@alternative("neuron_contributions", "einsum over explicit signs")
+def _(W_in, W_out):
+    signs = torch.tensor([1.0, -1.0])
+    return torch.einsum("s,ijk->isjk", torch.ones(2), W_out.transpose(-1, -2)) * \
+        torch.relu(torch.einsum("s,ijk->isjk", signs, W_in))
 
 
 # --------------------------------------------------------------------------- interference
@@ -429,6 +694,20 @@ def _(W, feature=-1, represented=0.5, interference=0.1):
     return _phase(W, feature, represented, interference, fixed_feature=True)
 
 
+@mutant("classify_phase", "the thresholds ignored (their default values used)")
+def _(W, feature=-1, represented=0.5, interference=0.1):
+    return _phase(W, feature)
+
+
+@mutant("classify_phase", "a negative feature index not wrapped (W[:, :, f:f + 1] is empty for f = -1)")
+def _(W, feature=-1, represented=0.5, interference=0.1):
+    own = W[:, :, feature:feature + 1]
+    norm = own.norm(dim=1)[:, 0]
+    overlaps = torch.einsum("ihx,ihj->ij", own / norm[:, None, None].clamp(min=1e-8), W).pow(2)
+    shared = overlaps.sum(-1) - norm ** 2
+    return torch.where(norm < represented, 0, torch.where(shared >= interference, 2, 1))
+
+
 @alternative("classify_phase", "interference from cosines times norms of the others")
 def _(W, feature=-1, represented=0.5, interference=0.1):
     vectors = W.transpose(1, 2)  # [inst, feats, hidden]
@@ -453,6 +732,21 @@ def _(batch_size, n_instances, n_pairs, feature_probability, generator=None):
 def _(batch_size, n_instances, n_pairs, feature_probability, generator=None):
     pairs = ref.generate_sparse_features(batch_size, n_instances, n_pairs, feature_probability, generator)
     return pairs.repeat_interleave(2, dim=-1)
+
+
+@mutant("generate_correlated_features", "one firing decision per row, shared by all pairs")
+def _(batch_size, n_instances, n_pairs, feature_probability, generator=None):
+    fires = (torch.rand(batch_size, n_instances, 1, generator=generator) < feature_probability)
+    fires = fires.expand(-1, -1, 2 * n_pairs)
+    return torch.where(fires, torch.rand(fires.shape, generator=generator), 0.0)
+
+
+@mutant("generate_anticorrelated_features", "one coin per row, shared by all pairs")
+def _(batch_size, n_instances, n_pairs, feature_probability, generator=None):
+    active = torch.rand(batch_size, n_instances, n_pairs, generator=generator) < 2 * feature_probability
+    first = torch.rand(batch_size, n_instances, 1, generator=generator) < 0.5
+    fires = torch.stack([active & first, active & ~first], dim=-1).flatten(-2)
+    return torch.where(fires, torch.rand(fires.shape, generator=generator), 0.0)
 
 
 @mutant("generate_anticorrelated_features", "pair active with probability p, not 2p")

@@ -1,15 +1,21 @@
 """pytest options for grading: ``pytest --submission PATH [--chapter NAME]``.
 
-At the repository root so that pytest knows the options before it collects anything.
+A pytest plugin, registered by the course's installation (``pyproject.toml``, entry point
+``pytest11``), so that pytest knows the options before it reads any argument: from any
+directory, with a submission anywhere.
 
 Without ``--submission`` the hidden checks run against ``solutions/`` (and the project's
 own tests run too). With it, only the hidden checks of the submission's chapter run, and
 the submission's side runs in the grader's sandbox (``utils.sandbox``).
 """
 
+from pathlib import Path
+
 import pytest
 
 from utils.checks import CHAPTERS
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 
 
 def pytest_addoption(parser):
@@ -22,9 +28,15 @@ def pytest_addoption(parser):
 def _submission_chapter(config) -> str:
     from utils.submission import infer_chapter, read_submission
 
+    path = config.getoption("--submission")
+    if not Path(path).is_file():
+        raise pytest.UsageError(f"--submission {path}: no such file (give a notebook or .py file)")
     if config.getoption("--chapter"):
         return config.getoption("--chapter")
-    chapter = infer_chapter(read_submission(config.getoption("--submission")))
+    try:
+        chapter = infer_chapter(read_submission(path))
+    except (OSError, ValueError) as exc:
+        raise pytest.UsageError(f"--submission {path}: could not be read ({exc})") from None
     if chapter is None:
         raise pytest.UsageError("could not tell which chapter the submission is for; pass --chapter NAME")
     return chapter
@@ -33,6 +45,8 @@ def _submission_chapter(config) -> str:
 def pytest_configure(config):
     if config.getoption("--submission"):
         config._course_chapter = _submission_chapter(config)
+        # the chapter's checks, wherever pytest was started and whatever else was named
+        config.args[:] = [str(TESTS / f"test_{config._course_chapter}.py")]
 
 
 def pytest_collection_modifyitems(config, items):
