@@ -611,10 +611,10 @@ def train_mini_clips(make_text_encoder: Callable[[], nn.Module], seeds: Sequence
     """Train one ``MiniCLIP`` per (seed, hard_negatives) pair, all at once.
 
     The models' parameters are stacked (``torch.func.stack_module_state``) and one forward
-    pass under ``torch.vmap`` runs every model on the same batch; Adam on the sum of their
-    ``contrastive_loss`` values trains each on its own loss. ``seeds[i]`` sets model i's
-    initialisation; with ``hard_negatives[i]`` its images also see their colour-swapped
-    captions as wrong answers. The training set is ``n_train`` rendered scenes (seed 0); each
+    pass under ``torch.vmap`` runs every model on the same batch; Adam (cosine-decayed learning
+    rate, so that training ends on a plateau) on the sum of their ``contrastive_loss`` values
+    trains each on its own loss. ``seeds[i]`` sets model i's initialisation; with
+    ``hard_negatives[i]`` its images also see their colour-swapped captions as wrong answers. The training set is ``n_train`` rendered scenes (seed 0); each
     step draws a batch and a random order of mention for each caption.
 
     Returns the trained models, the swapped-caption accuracy of each on 500 fresh scenes every
@@ -633,6 +633,7 @@ def train_mini_clips(make_text_encoder: Callable[[], nn.Module], seeds: Sequence
     skeleton = copy.deepcopy(models[0]).to("meta")
     run = torch.vmap(lambda p, b, *inputs: functional_call(skeleton, (p, b), inputs), in_dims=(0, 0, None, None, None))
     optimiser = torch.optim.Adam(params.values(), lr=lr, foreach=True)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     accuracy, losses = [], []
     for step in tqdm(range(1, steps + 1), desc="mini-CLIPs"):
         batch = torch.randint(n_train, (batch_size,), generator=g)
@@ -646,6 +647,7 @@ def train_mini_clips(make_text_encoder: Callable[[], nn.Module], seeds: Sequence
         optimiser.zero_grad()
         loss.sum().backward()
         optimiser.step()
+        schedule.step()
         losses.append(loss.detach())
         if step % eval_every == 0:
             with torch.no_grad():
