@@ -606,7 +606,7 @@ def swap_test_set(n_scenes: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
 def train_mini_clips(make_text_encoder: Callable[[], nn.Module], seeds: Sequence[int],
                      hard_negatives: Sequence[bool], steps: int = 1000, batch_size: int = 128,
                      n_train: int = 4096, lr: float = 3e-3, temperature: float = 0.1,
-                     eval_every: int = 100, device: torch.device | str = "cpu"
+                     eval_every: int = 100, n_eval: int = 500, device: torch.device | str = "cpu"
                      ) -> tuple[list[MiniCLIP], Float[Tensor, "evals models"], Float[Tensor, "steps models"]]:
     """Train one ``MiniCLIP`` per (seed, hard_negatives) pair, all at once.
 
@@ -617,13 +617,13 @@ def train_mini_clips(make_text_encoder: Callable[[], nn.Module], seeds: Sequence
     ``hard_negatives[i]`` its images also see their colour-swapped captions as wrong answers. The training set is ``n_train`` rendered scenes (seed 0); each
     step draws a batch and a random order of mention for each caption.
 
-    Returns the trained models, the swapped-caption accuracy of each on 500 fresh scenes every
-    ``eval_every`` steps (``[steps // eval_every, models]``), and the training losses.
+    Returns the trained models, the swapped-caption accuracy of each on ``n_eval`` fresh scenes
+    every ``eval_every`` steps (``[steps // eval_every, models]``), and the training losses.
     """
     g = torch.Generator().manual_seed(0)
     scenes = random_scenes(n_train, 2, generator=g)
     images = render_scenes(scenes, generator=g).to(device)
-    held_out = [part.to(device) for part in swap_test_set(500, seed=2)]
+    held_out = [part.to(device) for part in swap_test_set(n_eval, seed=2)]
     models = []
     for seed in seeds:
         with torch.random.fork_rng(devices=[]):  # the towers' initialisation, without touching the global RNG
