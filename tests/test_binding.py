@@ -8,11 +8,53 @@ several objects (sum vs mean), vectors of very different norms (cosine vs dot pr
 intercept).
 """
 
+import copy
+import inspect
+
 import torch
+from torch.func import functional_call, stack_module_state
 
 from utils.checks import Suite
 
 suite = Suite("binding")
+
+
+# --------------------------------------------------------------------------- helpers that run student code
+# Steps that must run where the student's code runs (autograd, vmap); the grader ships these to
+# its worker with the student's functions and objects. Each returns plain data.
+
+
+def vmapped(function, *batched):
+    """``torch.vmap(function)(*batched)``: the student's function over a leading batch dimension,
+    as the chapter's given code calls it.
+
+    ``inspect.unwrap`` takes off run_case's in-place guard, whose ``torch.equal`` has no batching
+    rule under vmap; the other cases of each exercise keep the guard.
+    """
+    return torch.vmap(inspect.unwrap(function))(*batched)
+
+
+def sae_gradients(sae, x):
+    """The gradients of Σ x̂² + Σ z with respect to the SAE's ``R`` and ``atoms``."""
+    x_hat, z = sae(x)
+    ((x_hat ** 2).sum() + z.sum()).backward()
+    return sae.R.grad, sae.atoms.grad
+
+
+def forward_under_vmap(saes, x):
+    """``(x_hat, z)`` of several SAEs at once, their parameters stacked and the forward pass
+    under ``torch.vmap``, as ``train_saes`` runs them."""
+    params, buffers = stack_module_state(list(saes))
+    skeleton = copy.deepcopy(saes[0]).to("meta")
+    x_hat, z = torch.vmap(lambda p, b: functional_call(skeleton, (p, b), (x,)))(params, buffers)
+    return x_hat.detach(), z.detach()
+
+
+def loss_gradients(loss, image, text, temperature):
+    """The gradients of ``loss(image, text, temperature)`` with respect to both embeddings."""
+    image, text = image.clone().requires_grad_(), text.clone().requires_grad_()
+    loss(image, text, temperature).backward()
+    return image.grad, text.grad
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -80,6 +122,14 @@ def _(impl, seed):
     return impl.tensor_product_bind(torch.randn(1, 3, generator=g), torch.randn(1, 2, generator=g))
 
 
+@suite.case("tensor_product_bind", "works under torch.vmap (a batch of scenes at once)",
+            "use plain tensor operations: accumulating into a tensor made beforehand (T += ...) or "
+            "calling .item() fails under torch.vmap, which the capacity experiment uses")
+def _(impl, seed):
+    g = _gen(seed + 3)
+    return vmapped(impl.tensor_product_bind, torch.randn(5, 3, 4, generator=g), torch.randn(5, 3, 2, generator=g))
+
+
 @suite.case("tensor_product_unbind", "roleᵀ T with a square, non-symmetric T",
             "unbinding is roleᵀ T (role @ T), a combination of T's rows; T @ role combines columns")
 def _(impl, seed):
@@ -111,6 +161,14 @@ def _(impl, seed):
     g = _gen(seed + 3)
     T = torch.randn(4, 6, generator=g)
     return _raises_value_error(lambda: impl.tensor_product_unbind(T, torch.randn(6, generator=g)))
+
+
+@suite.case("tensor_product_unbind", "works under torch.vmap (a batch of tensors and roles)",
+            "use plain tensor operations (role @ T): float(), .item() or torch.tensor([...]) fail "
+            "under torch.vmap, which the capacity experiment uses")
+def _(impl, seed):
+    g = _gen(seed + 4)
+    return vmapped(impl.tensor_product_unbind, torch.randn(6, 4, 3, generator=g), torch.randn(6, 4, generator=g))
 
 
 # --------------------------------------------------------------------------- matrix_bind
@@ -148,18 +206,17 @@ def _(impl, seed):
 
 
 def _binding_sae(impl, seed, d_in=5, n_atoms=4):
+    """A student's MatrixBindingSAE with parameters drawn from ``seed`` (set by load_state_dict,
+    a method call with plain data)."""
     g = _gen(seed)
     sae = impl.MatrixBindingSAE(d_in, n_atoms)
-    values = {
+    sae.load_state_dict({
         "W_enc": torch.randn(d_in, 2 * n_atoms, generator=g),
         "b_enc": torch.randn(2 * n_atoms, generator=g) * 0.3,
         "atoms": torch.randn(n_atoms, d_in, generator=g) * torch.tensor([[0.5], [2.0], [1.0], [3.0]])[:n_atoms],
         "R": torch.randn(d_in, d_in, generator=g),
         "b_dec": torch.randn(d_in, generator=g),
-    }
-    with torch.no_grad():
-        for name, value in values.items():
-            getattr(sae, name).copy_(value)
+    })
     return sae, g
 
 
@@ -183,9 +240,16 @@ def _(impl, seed):
             "made in __init__), so training can learn R")
 def _(impl, seed):
     sae, g = _binding_sae(impl, seed + 2)
-    x_hat, z = sae(torch.randn(6, 5, generator=g))
-    ((x_hat ** 2).sum() + z.sum()).backward()
-    return sae.R.grad, sae.atoms.grad
+    return sae_gradients(sae, torch.randn(6, 5, generator=g))
+
+
+@suite.case("MatrixBindingSAE", "several SAEs at once under torch.vmap",
+            "build the dictionary with plain tensor operations (torch.cat, @, F.normalize): writing "
+            "rows into a tensor made beforehand, or .item(), fails under torch.vmap, which "
+            "train_saes uses")
+def _(impl, seed):
+    saes = [_binding_sae(impl, seed + 3 + i)[0] for i in range(3)]
+    return forward_under_vmap(saes, torch.randn(7, 5, generator=_gen(seed + 6)) * 2)
 
 
 # --------------------------------------------------------------------------- mean_pool
@@ -304,10 +368,7 @@ def _(impl, seed):
             "compute the loss with differentiable tensor operations (no .item(), no detach)")
 def _(impl, seed):
     g = _gen(seed + 2)
-    image = _embeddings(g).requires_grad_()
-    text = _embeddings(g).requires_grad_()
-    impl.contrastive_loss(image, text, 0.3).backward()
-    return image.grad, text.grad
+    return loss_gradients(impl.contrastive_loss, _embeddings(g), _embeddings(g), 0.3)
 
 
 test_hidden_check = suite.pytest_function()
