@@ -157,3 +157,12 @@ def test_feedback_refuses_a_folder_without_reports(tmp_path, setup, message):
     done = subprocess.run([PYTHON, "-m", "utils.feedback", str(setup(tmp_path)), "--out", str(tmp_path / "out")],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_the_readme_keeps_two_set_up_commands_and_links_this_flow_below_them():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    first_block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines() if line.strip()]
+    assert commands == ["make lab", "make test"]
+    assert readme.index("(docs/instructor.md)") > readme.index(first_block)
+    assert (ROOT / "docs" / "instructor.md").is_file()
