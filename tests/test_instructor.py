@@ -166,3 +166,15 @@ def test_the_readme_keeps_two_set_up_commands_and_links_this_flow_below_them():
     assert commands == ["make lab", "make test"]
     assert readme.index("(docs/instructor.md)") > readme.index(first_block)
     assert (ROOT / "docs" / "instructor.md").is_file()
+
+
+def test_the_page_quoted_in_docs_is_what_the_flow_writes(course):
+    """docs/instructor.md quotes bob's page: its headings, table and lists must still be what
+    utils.feedback writes (the grader's measured differences may vary with the machine)."""
+    docs = (ROOT / "docs" / "instructor.md").read_text(encoding="utf-8")
+    quoted = docs.split("````markdown\n", 1)[1].split("````", 1)[0]
+    written = (course["feedback"] / "bob.md").read_text(encoding="utf-8")
+
+    def structure(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith(("#", "|", "Still", "Chapter"))]
+    assert structure(quoted) == structure(written)

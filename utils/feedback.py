@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from utils.reports import Exercise, Report, read_reports
+from utils.reports import Report, read_reports
 
 # How the grader's statuses read to a learner.
 STATUS_WORDS = {"passed": "passed", "failed": "failed", "error": "raised an error",
@@ -43,15 +43,6 @@ def _shortened(text: str) -> str:
     return text[:MAX_MESSAGE] + f"\n... ({len(text) - MAX_MESSAGE} more characters left out)"
 
 
-def not_started(exercise: Exercise) -> bool:
-    """Whether the grader found the exercise still the stub it was handed out as.
-
-    Read from the grader's words; should they change, such an exercise is merely listed in
-    full with the others, which is still correct.
-    """
-    return exercise.status == "error" and "still the stub" in exercise.message
-
-
 def page(report: Report) -> str:
     """One learner's feedback, as markdown."""
     chapter = report.chapter or "unknown chapter"
@@ -65,17 +56,17 @@ def page(report: Report) -> str:
         return "\n".join(lines)
     lines += ["| exercise | points | result |", "|---|---|---|"]
     lines += [f"| `{e.name}` | {_points(e.score)} / {_points(e.max_score)} | "
-              f"{'not started' if not_started(e) else STATUS_WORDS.get(e.status, e.status)} |"
+              f"{'not started' if e.still_the_stub else STATUS_WORDS.get(e.status, e.status)} |"
               for e in report.exercises]
     lines.append("")
-    to_fix = [e for e in report.exercises if e.status != "passed" and not not_started(e)]
+    to_fix = [e for e in report.exercises if e.status != "passed" and not e.still_the_stub]
     if to_fix:
         lines += ["## What to fix", "", "Under each exercise, a line marked ✗ names a check that failed "
                   "and the mistake that most likely causes it.", ""]
     for e in to_fix:
         lines += [f"### `{e.name}`: {STATUS_WORDS.get(e.status, e.status)} "
                   f"({_points(e.score)} / {_points(e.max_score)})", "", _fenced(_shortened(e.message)), ""]
-    stubs = [f"`{e.name}`" for e in report.exercises if not_started(e)]
+    stubs = [f"`{e.name}`" for e in report.exercises if e.still_the_stub]
     if stubs:
         lines += ["## Not started", "", f"Still the stub handed out: {', '.join(stubs)}.", ""]
     if all(e.status == "passed" for e in report.exercises):

@@ -111,13 +111,15 @@ def waiting(what: str, after: float = 2.0):
             print("\r\033[K", end="", file=sys.stderr, flush=True)  # clear the counter's line
 
 
-def grade(notebook: Path, chapter: Chapter, timeout: float) -> Report | None:
-    """The grader's report on one notebook (None if it wrote none: it failed outright)."""
+def grade(notebook: Path, chapter: Chapter, timeout: float) -> tuple[Report | None, str]:
+    """The grader's report on one notebook, or None and the grader's last words if it wrote none."""
     with tempfile.TemporaryDirectory(prefix="progress-") as out:
         with waiting(f"grading {notebook.name}"):
-            run_grader([notebook], Path(out), "--chapter", chapter.module, "--format", "json",
-                       "--timeout", str(timeout), "--quiet")
-        return read_report(Path(out) / f"{notebook.stem}.json")
+            done = run_grader([notebook], Path(out), "--chapter", chapter.module, "--format", "json",
+                              "--timeout", str(timeout), "--quiet")
+        report = read_report(Path(out) / f"{notebook.stem}.json")
+    said = [line for line in done.stderr.splitlines() if line.strip()]
+    return report, (said[-1] if said else f"exit status {done.returncode}")
 
 
 def first_failure(message: str) -> str:
@@ -131,18 +133,23 @@ def chapter_progress(notebook: Path, chapter: Chapter, timeout: float) -> list[s
     """The lines printed for one chapter."""
     stubs = template_stubs(TEMPLATES / f"{chapter.stem}.ipynb")
     not_started = untouched(notebook, stubs)
+    heading = f"{chapter.title} ({notebook.name})"
     if not_started == set(stubs):  # nothing to grade
-        return [f"{chapter.title} ({notebook.name}): not started ({len(stubs)} exercises)"]
-    report = grade(notebook, chapter, timeout)
-    graded = {e.name: e for e in report.exercises} if report else {}
+        return [f"{heading}: not started ({len(stubs)} exercises)"]
+    report, grader_said = grade(notebook, chapter, timeout)
+    if report is None:
+        return [f"{heading}: not graded: the grader failed ({grader_said})"]
+    if report.errors and all(e.status == "missing" for e in report.exercises):  # nothing could be read
+        return [f"{heading}: could not be read", *[f"  ! {error}" for error in report.errors]]
+    graded = {e.name: e for e in report.exercises}
     width = max(60, shutil.get_terminal_size().columns)
     rows, counts = [], {kind: 0 for kind in MARKS}
     for name in stubs:  # the template's order: the order the learner meets them
         exercise = graded.get(name)
-        if name in not_started:
+        if name in not_started or (exercise and exercise.still_the_stub):  # (a template since changed)
             kind, note = "untouched", ""
         elif exercise is None:
-            kind, note = "fail", "not graded (see above)"
+            kind, note = "fail", "not graded"
         elif exercise.status == "passed":
             kind, note = "pass", ""
         else:
@@ -152,11 +159,7 @@ def chapter_progress(notebook: Path, chapter: Chapter, timeout: float) -> list[s
         if note:  # wrapped under the name, so a long message stays readable in a terminal
             rows += textwrap.wrap(note, width - 1, initial_indent=" " * 6, subsequent_indent=" " * 6)
     summary = ", ".join(f"{counts[kind]} {kind}" for kind in MARKS)
-    lines = [f"{chapter.title} ({notebook.name}): {summary}"]
-    if report is None:
-        lines.append("  ! the grader wrote no report for this notebook; run it in Jupyter to see why")
-    lines += [f"  ! {error}" for error in (report.errors if report else [])]
-    return lines + rows
+    return [f"{heading}: {summary}", *[f"  ! {error}" for error in report.errors], *rows]
 
 
 def main(argv: list[str] | None = None) -> int:

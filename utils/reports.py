@@ -28,6 +28,15 @@ class Exercise:
     max_score: float
     message: str  # the failing checks and the likely mistake, as the grader words them
 
+    @property
+    def still_the_stub(self) -> bool:
+        """Whether the grader found the exercise still the stub it was handed out as.
+
+        Read from the grader's words; should they change, such an exercise merely shows as
+        an error like any other, which is still correct.
+        """
+        return self.status == "error" and "still the stub" in self.message
+
 
 @dataclass
 class Report:
