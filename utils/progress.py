@@ -6,8 +6,9 @@ checks anything: the notebooks are graded by the course's grader (``utils.report
 
 *Untouched* means the definition the grader would take for the exercise (the last one in
 the notebook's code cells) is still the stub of the chapter's template in ``chapters/``,
-verbatim: that is work not started, not a failure, so it is not graded at all. A notebook
-whose exercises are all untouched is not graded, which keeps a fresh workspace instant.
+verbatim: work not started, shown as such and never as a failure. A notebook whose
+exercises are all untouched is not graded at all, which keeps a fresh workspace instant;
+one with any exercise started is graded whole, by one run of the grader.
 
     python -m utils.progress [--workspace DIR] [--timeout SECONDS]
 
