@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds an exercise may run before it counts as failed (default %(default)s)")
     args = parser.parse_args(argv)
+    if args.timeout <= 0:
+        parser.error(f"--timeout must be positive, not {args.timeout:g}")
     if not args.workspace.is_dir():
         print(f"No {args.workspace.name}/ folder yet ({args.workspace}): run `make lab` first. It copies "
               "the chapter notebooks into workspace/, where your work lives.")
