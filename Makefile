@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: lab test notebooks claims bench site release browser
+.PHONY: lab test notebooks claims bench site release browser progress grade
 
 $(INSTALLED): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(None if sys.version_info[:2] == (3, 11) else "The course needs Python 3.11 (the pins are for it), found " + sys.version.split()[0] + ": install 3.11, or run make PYTHON=/path/to/python3.11")'
@@ -35,6 +35,17 @@ site: $(INSTALLED)
 
 release: $(INSTALLED)
 	$(PY) -m utils.release $(CHAPTERS)
+
+# a self-studier's progress: which exercises of workspace/ pass, fail, are untouched
+progress: $(INSTALLED)
+	$(PY) -m utils.progress
+
+# an instructor's grading of a folder of submissions: reports in OUT, feedback in OUT/feedback
+# (make grade CLASS=submissions/ OUT=reports/ [GRADE_OPTIONS="--chapter binding --timeout 30"])
+grade: $(INSTALLED)
+	@test -n "$(CLASS)" -a -n "$(OUT)" || { echo "usage: make grade CLASS=FOLDER_OF_SUBMISSIONS OUT=REPORTS_FOLDER"; exit 2; }
+	$(PY) -m utils.grade $(CLASS) --out $(OUT) --jobs 2 --format json,csv,junit,gradescope $(GRADE_OPTIONS)
+	$(PY) -m utils.feedback $(OUT) --out $(OUT)/feedback
 
 # headless Chromium for the browser test of the site (tests/test_site.py), from Debian's packages
 browser:

@@ -12,16 +12,20 @@ Shapes: a batch of scenes is ``Int[Tensor, "scenes objects 2"]``, each object a 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from einops import einsum, rearrange
+from einops import einsum, rearrange, reduce
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state
+from tqdm.auto import tqdm
 
-from solutions.saes import sae_loss  # chapter 4
+from solutions.saes import mean_max_cosine_similarity, sae_loss  # chapter 4
+from utils.artifacts import device
 
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
 SHAPES = ("cube", "sphere", "cone", "cylinder", "ring")
@@ -89,7 +93,8 @@ def tensor_product_bind(roles: Float[Tensor, "n d_r"], fillers: Float[Tensor, "n
     """Smolensky's tensor product binding: T = Σ_i r_i f_iᵀ, a [d_r, d_f] matrix.
 
     Row i of ``roles`` is bound to row i of ``fillers``; different numbers of rows raise a
-    ValueError.
+    ValueError. Plain tensor operations only: ``retrieval_accuracy`` runs it under
+    ``torch.vmap``.
     """
     if roles.ndim != 2 or fillers.ndim != 2 or roles.shape[0] != fillers.shape[0]:
         raise ValueError(f"roles [n, d_r] and fillers [n, d_f] need the same number of rows n; "
@@ -102,7 +107,8 @@ def tensor_product_unbind(T: Float[Tensor, "d_r d_f"], role: Float[Tensor, "d_r"
 
     Exact when the roles are orthonormal; with random roles the other fillers leak in, weighted
     by their roles' overlap with ``role``. A role whose size is not d_r raises a ValueError
-    that says so (rather than a shape error from deep inside torch).
+    that says so (rather than a shape error from deep inside torch). Plain tensor operations
+    only: ``retrieve_colour_tensor`` runs it under ``torch.vmap``.
     """
     if role.ndim != 1 or role.shape[0] != T.shape[0]:
         raise ValueError(f"role must be a vector of size d_r = {T.shape[0]} (the number of rows of T), "
@@ -215,11 +221,12 @@ def matrix_binding_data(n_samples: int, atoms: Float[Tensor, "atoms d"], R: Floa
     """Activations made by matrix binding with two slots: x = z₀ D + z₁ D R.
 
     Each of the 2·atoms latents (slot 0 then slot 1) is on with probability ``p_active``, with
-    a magnitude Uniform[0, 1). Returns ``(x, z)`` with z = [z₀, z₁].
+    a magnitude Uniform[0, 1). Returns ``(x, z)`` with z = [z₀, z₁], on the atoms' device (the
+    draws are made on the CPU, so a CPU and a GPU run see the same data).
     """
     n_atoms = atoms.shape[0]
     on = torch.rand(n_samples, 2 * n_atoms, generator=generator) < p_active
-    z = on * torch.rand(n_samples, 2 * n_atoms, generator=generator)
+    z = (on * torch.rand(n_samples, 2 * n_atoms, generator=generator)).to(atoms.device)
     return z @ torch.cat([atoms, atoms @ R]), z
 
 
@@ -247,7 +254,9 @@ class MatrixBindingSAE(nn.Module):
 
     Parameters: ``W_enc [d_in, 2·n_atoms]``, ``b_enc [2·n_atoms]``, ``atoms [n_atoms, d_in]``
     (D), ``R [d_in, d_in]``, ``b_dec [d_in]``. Latents 0..n_atoms-1 use the atoms, the rest
-    their images under R.
+    their images under R. ``train_saes`` trains several at once under ``torch.vmap``, so
+    ``dictionary`` and ``forward`` must be plain tensor operations on these parameters (no
+    ``.item()``, no writing into a pre-made tensor).
     """
 
     def __init__(self, d_in: int, n_atoms: int, generator: torch.Generator | None = None):
@@ -268,24 +277,84 @@ class MatrixBindingSAE(nn.Module):
         return z @ self.dictionary() + self.b_dec, z
 
 
-def train_sae(sae: nn.Module, atoms: Tensor, R: Tensor, p_active: float, l1_coeff: float = 0.1,
-              steps: int = 1000, batch_size: int = 256, lr: float = 1e-2, seed: int = 0) -> list[float]:
-    """Adam on chapter 4's ``sae_loss`` (squared error summed over d + l1_coeff · Σ|z|), fresh
-    data each step."""
-    g = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(sae.parameters(), lr=lr)
+@torch.no_grad()
+def start_at_truth(sae: nn.Module, atoms: Float[Tensor, "atoms d"], R: Float[Tensor, "d d"]) -> nn.Module:
+    """Put an SAE at the true solution: its dictionary [D; D·R] (for a ``MatrixBindingSAE``,
+    its atoms and R), its encoder the dictionary's transpose, its biases zero."""
+    dictionary = torch.cat([atoms, atoms @ R])
+    for bias in (sae.b_enc, sae.b_dec):
+        bias.zero_()
+    sae.W_enc.copy_(F.normalize(dictionary, dim=-1).T)
+    if isinstance(sae, MatrixBindingSAE):
+        sae.atoms.copy_(atoms)
+        sae.R.copy_(R)
+    else:
+        sae.W_dec.copy_(dictionary)
+    return sae
+
+
+def train_saes(saes: Sequence[nn.Module], atoms: Tensor, R: Tensor, p_active: float, l1_coeff: float = 0.3,
+               steps: int = 1500, batch_size: int = 256, lr: float = 1e-2, seed: int = 0
+               ) -> Float[Tensor, "steps saes"]:
+    """Train SAEs of one class side by side on the same fresh batches of ``matrix_binding_data``.
+
+    Their parameters are stacked (``torch.func.stack_module_state``) and one forward pass under
+    ``torch.vmap`` runs them all; Adam (cosine-decayed learning rate) on the sum of their
+    chapter-4 ``sae_loss`` values trains each on its own loss. The trained parameters are
+    loaded back into ``saes``. Returns the training losses, ``[steps, saes]``.
+    """
+    params, buffers = stack_module_state(list(saes))
+    skeleton = copy.deepcopy(saes[0]).to("meta")
+    run = torch.vmap(lambda p, b, x: functional_call(skeleton, (p, b), (x,)), in_dims=(0, 0, None))
+    optimiser = torch.optim.Adam(params.values(), lr=lr, foreach=True)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    g = torch.Generator().manual_seed(seed)
     losses = []
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc=f"{len(saes)} {type(saes[0]).__name__}s"):
         x, _ = matrix_binding_data(batch_size, atoms, R, p_active, generator=g)
-        x_hat, z = sae(x)
-        loss = sae_loss(x, x_hat, z, l1_coeff)
+        x_hat, z = run(params, buffers, x)
+        loss = torch.stack([sae_loss(x, x_hat[i], z[i], l1_coeff) for i in range(len(saes))])
         optimiser.zero_grad()
-        loss.backward()
+        loss.sum().backward()
         optimiser.step()
         schedule.step()
-        losses.append(loss.item())
-    return losses
+        losses.append(loss.detach())
+    for i, sae in enumerate(saes):
+        sae.load_state_dict({name: value[i].detach() for name, value in params.items()})
+    return torch.stack(losses).cpu()
+
+
+def pairs_found(sae: nn.Module, atoms: Float[Tensor, "atoms d"], R: Float[Tensor, "d d"],
+                threshold: float = 0.9) -> float:
+    """Fraction of true pairs (D_j, D_j R) learned as a pair of latents (a, a + n_atoms), both
+    with cosine above ``threshold``: the layout [D; D·R] that a matrix-binding SAE assumes."""
+    learned = sae.dictionary().detach()
+    first = F.normalize(atoms, dim=-1) @ learned.T
+    second = F.normalize(atoms @ R, dim=-1) @ learned.T
+    found = (first.max(-1).values > threshold) & (second.max(-1).values > threshold)
+    return (found & (second.argmax(-1) == first.argmax(-1) + len(atoms))).float().mean().item()
+
+
+def matrix_cosine(A: Float[Tensor, "m n"], B: Float[Tensor, "m n"]) -> float:
+    """cos(A, B) = ⟨A, B⟩ / (‖A‖ ‖B‖), Frobenius: 1 for the same map up to scale, about 0 for
+    unrelated random maps."""
+    return ((A * B).sum() / (A.norm() * B.norm())).item()
+
+
+@torch.no_grad()
+def sae_scores(sae: nn.Module, x: Float[Tensor, "samples d"], atoms: Float[Tensor, "atoms d"],
+               R: Float[Tensor, "d d"], l1_coeff: float) -> dict[str, float]:
+    """How an SAE does on held-out data ``x`` from ``matrix_binding_data(atoms, R)``: its loss,
+    MMCS against the true dictionary [D; D·R], the fraction of pairs found, and, for a
+    ``MatrixBindingSAE``, the cosine of its R with the true R and with R⁻¹ (which it would
+    learn if it put the slot-1 atoms in its first half)."""
+    x_hat, z = sae(x)
+    scores = {"loss": sae_loss(x, x_hat, z, l1_coeff).item(),
+              "mmcs": mean_max_cosine_similarity(sae.dictionary(), torch.cat([atoms, atoms @ R])).item(),
+              "pairs": pairs_found(sae, atoms, R)}
+    if isinstance(sae, MatrixBindingSAE):
+        scores |= {"R vs R": matrix_cosine(sae.R, R), "R vs R⁻¹": matrix_cosine(sae.R, torch.linalg.inv(R))}
+    return scores
 
 
 # --------------------------------------------------------------------------- a real encoder: MiniLM
@@ -336,6 +405,39 @@ def swap_test_accuracy(anchor: Float[Tensor, "n d"], positive: Float[Tensor, "n 
     return ((cos_pos > cos_neg).float() + 0.5 * (cos_pos == cos_neg).float()).mean().item()
 
 
+@torch.no_grad()
+def positional_bag(texts: Sequence[str], model, tokenizer) -> tuple[Float[Tensor, "texts seq d"], Int[Tensor, "texts seq"]]:
+    """A model of word order that cannot bind: a BERT's (MiniLM's) embedding layer alone.
+
+    Each token's vector is LayerNorm(word embedding + position embedding): it depends on which
+    word sits at which position, and never on the other words (no attention). Returns
+    ``(token vectors, attention mask)`` on the CPU; pool them with ``mean_pool``. Averaging the
+    token vectors of two captions of equal length before pooling makes the result independent,
+    bit for bit, of the order in which the two come.
+    """
+    batch = tokenizer(list(texts), return_tensors="pt", padding=True)
+    tokens = model.embeddings(input_ids=batch["input_ids"].to(next(model.parameters()).device))
+    return tokens.float().cpu(), batch["attention_mask"]
+
+
+def cosine_effects(anchor: Float[Tensor, "n d"], same: Float[Tensor, "n d"], same_reordered: Float[Tensor, "n d"],
+                   swapped: Float[Tensor, "n d"], swapped_reordered: Float[Tensor, "n d"]) -> dict[str, float]:
+    """Split the mean cosine with the anchor of four captions into binding and word order.
+
+    The captions describe the anchor's scene (``same``, in the anchor's order of mention, and
+    ``same_reordered``) and its colour-swapped scene (``swapped``: shapes in the anchor's order,
+    colours exchanged; ``swapped_reordered``: colours in the anchor's order, shapes exchanged).
+    Solves mean cos = base + binding·[same scene] + colour order·[colours in the anchor's order]
+    + shape order·[shapes in the anchor's order], four equations in four unknowns.
+    """
+    same, same_reordered, swapped, swapped_reordered = (
+        F.cosine_similarity(anchor, other, dim=-1).mean().item()
+        for other in (same, same_reordered, swapped, swapped_reordered))
+    return {"binding": (same + same_reordered - swapped - swapped_reordered) / 2,
+            "colour order": (same - same_reordered + swapped_reordered - swapped) / 2,
+            "shape order": (same - same_reordered - swapped_reordered + swapped) / 2}
+
+
 def ridge_probe(X_train: Float[Tensor, "n d"], y_train: Int[Tensor, "n"], X_test: Float[Tensor, "m d"],
                 n_classes: int, l2: float = 1.0) -> Int[Tensor, "m"]:
     """A linear classifier in closed form: ridge regression onto one-hot labels.
@@ -346,7 +448,8 @@ def ridge_probe(X_train: Float[Tensor, "n d"], y_train: Int[Tensor, "n"], X_test
     Y = F.one_hot(y_train, n_classes).to(X_train.dtype)
     x_mean, y_mean = X_train.mean(0), Y.mean(0)
     Xc = X_train - x_mean
-    W = torch.linalg.solve(Xc.T @ Xc + l2 * torch.eye(X_train.shape[1]), Xc.T @ (Y - y_mean))
+    identity = torch.eye(X_train.shape[1], dtype=X_train.dtype, device=X_train.device)
+    W = torch.linalg.solve(Xc.T @ Xc + l2 * identity, Xc.T @ (Y - y_mean))
     return ((X_test - x_mean) @ W + y_mean).argmax(-1)
 
 
@@ -357,25 +460,27 @@ WORDS = ("a", "and") + COLOURS + SHAPES
 
 def _shape_mask(shape: str, x: Tensor, y: Tensor) -> Tensor:
     """A shape's silhouette at coordinates (x, y), measured from the object's centre in units
-    of its half-width: 1 inside, 0 outside."""
+    of its half-width: 1 inside, 0 outside. The silhouettes differ in size and outline, so that
+    telling them apart is easy and the experiment is about binding, not about vision."""
     r = (x ** 2 + y ** 2).sqrt()
     if shape == "cube":
-        return ((x.abs() < 0.75) & (y.abs() < 0.75)).float()
+        return ((x.abs() < 0.6) & (y.abs() < 0.6)).float()
     if shape == "sphere":
-        return (r < 0.85).float()
+        return (r < 0.95).float()
     if shape == "cone":
-        return ((y.abs() < 0.8) & (x.abs() < (y + 0.8) / 1.6 * 0.85)).float()
+        return ((y.abs() < 0.9) & (x.abs() < (y + 0.9) / 1.8 * 0.95)).float()
     if shape == "cylinder":
-        return ((x.abs() < 0.4) & (y.abs() < 0.9)).float()
+        return ((x.abs() < 0.3) & (y.abs() < 0.95)).float()
     if shape == "ring":
-        return ((r < 0.9) & (r > 0.5)).float()
+        return ((r < 0.95) & (r > 0.55)).float()
     raise ValueError(f"unknown shape {shape!r}; the shapes are {', '.join(SHAPES)}")
 
 
 def render_scenes(scenes: Int[Tensor, "scenes 2 2"], size: int = 32, generator: torch.Generator | None = None
                   ) -> Float[Tensor, "scenes 3 size size"]:
     """Images of two-object scenes: object 0 in the left half, object 1 in the right half, at
-    a random height and horizontal jitter, on a grey background with a little noise."""
+    a random height and horizontal jitter, on a grey background with a little noise (on the CPU)."""
+    scenes = scenes.cpu()
     n = scenes.shape[0]
     radius = size * 3 / 16  # objects are 3/8 of the image wide
     grid = torch.arange(size) + 0.5
@@ -398,26 +503,35 @@ def caption_tokens(scenes: Int[Tensor, "scenes 2 2"], first: Int[Tensor, "scenes
     """Word indices into ``WORDS`` of "a <colour> <shape> and a <colour> <shape>", mentioning
     object ``first[i]`` first."""
     n = scenes.shape[0]
-    order = torch.stack([first, 1 - first], dim=-1)  # [n, 2]
-    ordered = scenes[torch.arange(n)[:, None], order]  # [n, 2, 2]
-    colour = ordered[..., 0] + 2
-    shape = ordered[..., 1] + 2 + len(COLOURS)
-    a, and_ = torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)
+    rows = torch.arange(n, device=scenes.device)[:, None]
+    ordered = scenes[rows, torch.stack([first, 1 - first], dim=-1)]  # [n, 2 objects, 2]
+    colour = ordered[..., 0] + WORDS.index(COLOURS[0])
+    shape = ordered[..., 1] + WORDS.index(SHAPES[0])
+    a, and_ = torch.full_like(first, WORDS.index("a")), torch.full_like(first, WORDS.index("and"))
     return torch.stack([a, colour[:, 0], shape[:, 0], and_, a, colour[:, 1], shape[:, 1]], dim=-1)
 
 
 class ImageEncoder(nn.Module):
-    """A small CNN: [batch, 3, 32, 32] -> [batch, d_embed]."""
+    """[batch, 3, 32, 32] -> [batch, d_embed]: each 4×4 patch through a linear map, 2×2
+    neighbouring patches merged, the strongest response kept over each half of the image
+    (object 0 is drawn in the left half, object 1 in the right), then an MLP.
 
-    def __init__(self, d_embed: int = 64, width: int = 8):
+    Linear maps only (no convolutions), so that many copies train fast under torch.vmap.
+    """
+
+    def __init__(self, d_embed: int = 64, width: int = 16, patch: int = 4):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(3, width, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(2 * width * 8 * 8, 128), nn.ReLU(), nn.Linear(128, d_embed))
+        self.patch = patch
+        self.embed = nn.Linear(3 * patch * patch, width)
+        self.merge = nn.Linear(4 * width, 2 * width)
+        self.head = nn.Sequential(nn.Linear(4 * width, 128), nn.ReLU(), nn.Linear(128, d_embed))
 
     def forward(self, images: Float[Tensor, "batch 3 32 32"]) -> Float[Tensor, "batch d_embed"]:
-        return self.net(images)
+        patches = rearrange(images, "b c (h p1) (w p2) -> b h w (c p1 p2)", p1=self.patch, p2=self.patch)
+        features = F.relu(self.embed(patches))
+        features = F.relu(self.merge(rearrange(features, "b (h i) (w j) e -> b h w (i j e)", i=2, j=2)))
+        halves = reduce(features, "b h (half w) e -> b (half e)", "max", half=2)
+        return self.head(halves)
 
 
 class BagOfWordsTextEncoder(nn.Module):
@@ -429,21 +543,36 @@ class BagOfWordsTextEncoder(nn.Module):
         self.mlp = nn.Sequential(nn.ReLU(), nn.Linear(d_hidden, d_hidden), nn.ReLU(), nn.Linear(d_hidden, d_embed))
 
     def forward(self, tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch d_embed"]:
-        counts = F.one_hot(tokens, len(WORDS)).sum(1).float()  # identical for any reordering
+        counts = F.one_hot(tokens, len(WORDS)).sum(-2).to(self.embed.dtype)  # identical for any reordering
         return self.mlp(counts @ self.embed)
 
 
 class OrderAwareTextEncoder(nn.Module):
     """Word + position embeddings, concatenated over positions, then an MLP."""
 
-    def __init__(self, seq_len: int = 7, d_embed: int = 64, d_hidden: int = 128):
+    def __init__(self, seq_len: int = 7, d_embed: int = 64, d_word: int = 32, d_hidden: int = 128):
         super().__init__()
-        self.embed = nn.Parameter(torch.randn(len(WORDS), 32) * 0.1)
-        self.position = nn.Parameter(torch.randn(seq_len, 32) * 0.1)
-        self.mlp = nn.Sequential(nn.ReLU(), nn.Linear(seq_len * 32, d_hidden), nn.ReLU(), nn.Linear(d_hidden, d_embed))
+        self.embed = nn.Parameter(torch.randn(len(WORDS), d_word) * 0.1)
+        self.position = nn.Parameter(torch.randn(seq_len, d_word) * 0.1)
+        self.mlp = nn.Sequential(nn.ReLU(), nn.Linear(seq_len * d_word, d_hidden), nn.ReLU(),
+                                 nn.Linear(d_hidden, d_embed))
 
     def forward(self, tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch d_embed"]:
         return self.mlp(rearrange(self.embed[tokens] + self.position, "b s h -> b (s h)"))
+
+
+class MiniCLIP(nn.Module):
+    """An image tower and a text tower; ``forward`` embeds images, their captions and the
+    colour-swapped captions."""
+
+    def __init__(self, text_encoder: nn.Module):
+        super().__init__()
+        self.image = ImageEncoder()
+        self.text = text_encoder
+
+    def forward(self, images: Float[Tensor, "batch 3 32 32"], tokens: Int[Tensor, "batch seq"],
+                swapped_tokens: Int[Tensor, "batch seq"]) -> tuple[Tensor, Tensor, Tensor]:
+        return self.image(images), self.text(tokens), self.text(swapped_tokens)
 
 
 def contrastive_loss(image_emb: Float[Tensor, "batch d"], text_emb: Float[Tensor, "batch d"],
@@ -464,53 +593,89 @@ def contrastive_loss(image_emb: Float[Tensor, "batch d"], text_emb: Float[Tensor
     return (F.cross_entropy(image_to_text, targets) + F.cross_entropy(text_to_image, targets)) / 2
 
 
-def train_mini_clip(text_encoder: nn.Module, hard_negatives: bool, steps: int = 600, batch_size: int = 256,
-                    n_train: int = 8192, lr: float = 2e-3, temperature: float = 0.1, seed: int = 0
-                    ) -> tuple[ImageEncoder, nn.Module, list[float]]:
-    """Train an image tower and ``text_encoder`` together with ``contrastive_loss``.
-
-    The training images are rendered once (``n_train`` random two-object scenes); each caption
-    mentions its objects in a random order. With ``hard_negatives`` every image also sees its
-    attribute-swapped caption as a wrong answer.
-    """
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # the towers' initialisation
-    image_encoder = ImageEncoder()
-    scenes = random_scenes(n_train, 2, generator=g)
-    images = render_scenes(scenes, generator=g)
-    params = list(image_encoder.parameters()) + list(text_encoder.parameters())
-    optimiser = torch.optim.Adam(params, lr=lr)
-    losses = []
-    for _ in range(steps):
-        batch = torch.randint(n_train, (batch_size,), generator=g)
-        first = torch.randint(2, (batch_size,), generator=g)
-        text = text_encoder(caption_tokens(scenes[batch], first))
-        negatives = text_encoder(caption_tokens(swap_colours(scenes[batch]), first)) if hard_negatives else None
-        loss = contrastive_loss(image_encoder(images[batch]), text, temperature, negatives)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
-    return image_encoder.eval(), text_encoder.eval(), losses
-
-
-@torch.no_grad()
-def mini_clip_swap_accuracy(image_encoder: nn.Module, text_encoder: nn.Module, n_scenes: int = 2000,
-                            seed: int = 1) -> float:
-    """The swapped-caption test on fresh images: true caption vs colours-swapped caption."""
+def swap_test_set(n_scenes: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(images, captions, swapped captions)`` of fresh random scenes, each caption mentioning
+    its objects in a random order (the swapped caption in the same order)."""
     g = torch.Generator().manual_seed(seed)
     scenes = random_scenes(n_scenes, 2, generator=g)
     first = torch.randint(2, (n_scenes,), generator=g)
-    images = image_encoder(render_scenes(scenes, generator=g))
-    return swap_test_accuracy(images, text_encoder(caption_tokens(scenes, first)),
-                              text_encoder(caption_tokens(swap_colours(scenes), first)))
+    return render_scenes(scenes, generator=g), caption_tokens(scenes, first), \
+        caption_tokens(swap_colours(scenes), first)
+
+
+def train_mini_clips(make_text_encoder: Callable[[], nn.Module], seeds: Sequence[int],
+                     hard_negatives: Sequence[bool], steps: int = 1000, batch_size: int = 128,
+                     n_train: int = 4096, lr: float = 3e-3, temperature: float = 0.1,
+                     eval_every: int = 100, n_eval: int = 500, device: torch.device | str = "cpu"
+                     ) -> tuple[list[MiniCLIP], Float[Tensor, "evals models"], Float[Tensor, "steps models"]]:
+    """Train one ``MiniCLIP`` per (seed, hard_negatives) pair, all at once.
+
+    The models' parameters are stacked (``torch.func.stack_module_state``) and one forward
+    pass under ``torch.vmap`` runs every model on the same batch; Adam (cosine-decayed learning
+    rate, so that training ends on a plateau) on the sum of their ``contrastive_loss`` values
+    trains each on its own loss. ``seeds[i]`` sets model i's initialisation; with
+    ``hard_negatives[i]`` its images also see their colour-swapped captions as wrong answers. The training set is ``n_train`` rendered scenes (seed 0); each
+    step draws a batch and a random order of mention for each caption.
+
+    Returns the trained models, the swapped-caption accuracy of each on ``n_eval`` fresh scenes
+    every ``eval_every`` steps (``[steps // eval_every, models]``), and the training losses.
+    """
+    g = torch.Generator().manual_seed(0)
+    scenes = random_scenes(n_train, 2, generator=g)
+    images = render_scenes(scenes, generator=g).to(device)
+    held_out = [part.to(device) for part in swap_test_set(n_eval, seed=2)]
+    models = []
+    for seed in seeds:
+        with torch.random.fork_rng(devices=[]):  # the towers' initialisation, without touching the global RNG
+            torch.manual_seed(seed)
+            models.append(MiniCLIP(make_text_encoder()).to(device))
+    params, buffers = stack_module_state(models)
+    skeleton = copy.deepcopy(models[0]).to("meta")
+    run = torch.vmap(lambda p, b, *inputs: functional_call(skeleton, (p, b), inputs), in_dims=(0, 0, None, None, None))
+    optimiser = torch.optim.Adam(params.values(), lr=lr, foreach=True)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    accuracy, losses = [], []
+    for step in tqdm(range(1, steps + 1), desc="mini-CLIPs"):
+        batch = torch.randint(n_train, (batch_size,), generator=g)
+        first = torch.randint(2, (batch_size,), generator=g)
+        tokens = caption_tokens(scenes[batch], first).to(device)
+        swapped = caption_tokens(swap_colours(scenes[batch]), first).to(device)
+        image_emb, text_emb, swapped_emb = run(params, buffers, images[batch.to(device)], tokens, swapped)
+        loss = torch.stack([contrastive_loss(image_emb[i], text_emb[i], temperature,
+                                             swapped_emb[i] if hard else None)
+                            for i, hard in enumerate(hard_negatives)])
+        optimiser.zero_grad()
+        loss.sum().backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(loss.detach())
+        if step % eval_every == 0:
+            with torch.no_grad():
+                image_emb, text_emb, swapped_emb = run(params, buffers, *held_out)
+            accuracy.append([swap_test_accuracy(*embeddings) for embeddings in zip(image_emb, text_emb, swapped_emb)])
+    for i, model in enumerate(models):
+        model.load_state_dict({name: value[i].detach() for name, value in params.items()})
+    return [model.eval() for model in models], torch.tensor(accuracy), torch.stack(losses).cpu()
+
+
+@torch.no_grad()
+def mini_clip_accuracy(model: MiniCLIP, n_scenes: int = 2000, seed: int = 1) -> dict[str, float]:
+    """Fresh images, each against its caption and a wrong one: the colour-swapped caption
+    ("swapped"), or the caption of another random scene ("other"), which needs no binding."""
+    device = next(model.parameters()).device
+    images, tokens, swapped = (part.to(device) for part in swap_test_set(n_scenes, seed))
+    image_emb, text_emb, swapped_emb = model(images, tokens, swapped)
+    other_emb = text_emb.roll(1, dims=0)  # the next scene's caption
+    return {"swapped": swap_test_accuracy(image_emb, text_emb, swapped_emb),
+            "other": swap_test_accuracy(image_emb, text_emb, other_emb)}
 
 
 # --------------------------------------------------------------------------- a real CLIP or SigLIP
 
 
 def load_clip(path: str | Path):
-    """``(model, tokenizer, image_processor)`` from a local CLIP or SigLIP directory.
+    """``(model, tokenizer, image_processor)`` from a local CLIP or SigLIP directory, the model
+    in eval mode on ``device()`` (the GPU when there is one).
 
     Anything whose model has no ``get_text_features``/``get_image_features`` (a text-only model
     such as MiniLM, say) is refused with a ValueError; nothing is downloaded.
@@ -525,7 +690,7 @@ def load_clip(path: str | Path):
     if not (hasattr(config, "text_config") and hasattr(config, "vision_config")):
         raise ValueError(f"{path} holds a {type(config).__name__}, not a CLIP-like dual encoder (a config "
                          "with text_config and vision_config, such as CLIPConfig or SiglipConfig)")
-    model = AutoModel.from_pretrained(path).eval()
+    model = AutoModel.from_pretrained(path).eval().to(device())
     if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
         raise ValueError(f"{type(model).__name__} in {path} has no get_text_features/get_image_features; "
                          "the swapped-caption test needs a CLIP-like dual encoder")
@@ -559,8 +724,8 @@ def clip_swap_test(model, tokenizer, image_processor, n_scenes: int = 200, size:
     swapped_captions = [r if f else t for t, r, f in zip(swapped_captions, reverse_swapped, first)]
     images = render_scenes(scenes, size=size, generator=g)
     pixels = image_processor(images=[img.permute(1, 2, 0).numpy() for img in images], return_tensors="pt",
-                             do_rescale=False)["pixel_values"]
-    image_emb = _features(model.get_image_features(pixel_values=pixels))
+                             do_rescale=False)["pixel_values"].to(model.device)
+    image_emb = _features(model.get_image_features(pixel_values=pixels)).float().cpu()
 
     # SigLIP was trained on captions padded to its full text length; CLIP pads to the longest
     siglip = "siglip" in type(model).__name__.lower()
@@ -568,8 +733,8 @@ def clip_swap_test(model, tokenizer, image_processor, n_scenes: int = 200, size:
 
     def embed(texts):
         batch = tokenizer(texts, padding="max_length" if siglip else True, max_length=max_length,
-                          truncation=True, return_tensors="pt")
+                          truncation=True, return_tensors="pt").to(model.device)
         return _features(model.get_text_features(**{k: v for k, v in batch.items()
-                                                    if k in ("input_ids", "attention_mask")}))
+                                                    if k in ("input_ids", "attention_mask")})).float().cpu()
 
     return swap_test_accuracy(image_emb, embed(true_captions), embed(swapped_captions))

@@ -1,8 +1,10 @@
 """Chapter 1, embedding arithmetic: reference solutions.
 
-Cosine geometry, nearest neighbours, the 3CosAdd and 3CosMul analogy solvers, and a
+Cosine geometry, nearest neighbours, the seed post's experiment (with the inputs and their
+case and word-start variants excluded), the 3CosAdd and 3CosMul analogy solvers, a
 vectorised evaluation on the Google analogy test set that agrees question for question
-with ``gensim.models.KeyedVectors.evaluate_word_analogies``.
+with ``gensim.models.KeyedVectors.evaluate_word_analogies``, its baselines, and random
+orthonormal projections for the dimension sweep.
 
 Shapes: ``E`` is an embedding matrix ``[vocab, d]``; words are given by row index.
 """
@@ -35,11 +37,11 @@ def nearest_neighbours(
 ) -> tuple[Int[Tensor, "k"], Float[Tensor, "k"]]:
     """The ``k`` rows of ``E`` with the highest cosine to ``query``, best first.
 
-    Rows whose index is in ``exclude`` are never returned. Returns ``(indices, scores)``.
+    Rows whose index is in ``exclude`` (a sequence or tensor of row indices) are never
+    returned. Returns ``(indices, scores)``: an int64 tensor ``[k]`` and a float tensor ``[k]``.
     """
     scores = cosine_similarity(query[None, :], E)[0]
-    excluded = torch.as_tensor(list(exclude), dtype=torch.long, device=E.device)
-    scores[excluded] = -torch.inf
+    scores[torch.as_tensor(exclude, dtype=torch.long, device=E.device)] = -torch.inf
     top = scores.topk(k)
     return top.indices, top.values
 
@@ -79,6 +81,80 @@ def project_onto_span(v: Float[Tensor, "d"], basis: Float[Tensor, "r d"]) -> Flo
     """
     B = basis.T
     return B @ (torch.linalg.pinv(B) @ v)
+
+
+# --------------------------------------------------------------------------- the seed's experiment
+
+
+def input_variants(tokens: list[str], inputs: list[str]) -> Int[Tensor, "m"]:
+    """The rows of every token that spells one of ``inputs``, whatever its case or word-start mark.
+
+    A token matches an input when both are equal after dropping one leading word-start mark
+    (``▁`` in SentencePiece, ``Ġ`` in byte-level BPE) and lower-casing: for the input
+    ``king``, the tokens ``king``, ``King``, ``▁king``, ``▁KING`` and ``Ġking`` match, while
+    ``kings``, ``kingdom`` and ``##king`` (a WordPiece piece inside a word) do not. Inputs
+    are read the same way, so ``▁King`` as an input means ``king``.
+
+    Returns the matching row indices in increasing order: an int64 tensor ``[m]``, empty
+    when nothing matches.
+    """
+    def spelling(token: str) -> str:
+        return (token[1:] if token.startswith(("▁", "Ġ")) else token).lower()
+
+    wanted = {spelling(word) for word in inputs}
+    return torch.tensor([i for i, token in enumerate(tokens) if spelling(token) in wanted], dtype=torch.long)
+
+
+WORD_START = ("▁", "Ġ")  # SentencePiece and byte-level BPE mark a token that starts a word
+
+
+def word_row(tokens: list[str], word: str) -> int:
+    """The row of ``word``: its word-start token (``▁king``, ``Ġking``) if there is one, else ``king``."""
+    for token in [mark + word for mark in WORD_START] + [word]:
+        if token in tokens:
+            return tokens.index(token)
+    raise KeyError(f"{word!r} is not a token of this vocabulary, with or without a word-start mark")
+
+
+@dataclass
+class SeedQuery:
+    """One line of the seed's experiment: a query, whether its words were excluded, the
+    ``k`` nearest tokens, and the rank of ``queen``."""
+
+    query: str
+    excluded: bool
+    top: list[str]
+    queen_rank: int
+
+
+def seed_experiment(E: Float[Tensor, "vocab d"], tokens: list[str], k: int = 10) -> list[SeedQuery]:
+    """The seed post's five queries, each answered with nothing excluded and with its words excluded.
+
+    "Its words" means every variant of them (``input_variants``): on a cased vocabulary
+    ``King`` is as much the input as ``king``. Words are looked up with ``word_row``; the
+    rank of ``queen`` is 1-based and counts only rows that are not excluded.
+    """
+    king, man, woman, queen = (E[word_row(tokens, w)] for w in ("king", "man", "woman", "queen"))
+    queries = {
+        "king - man + woman": (king - man + woman, ["king", "man", "woman"]),
+        "king + woman": (king + woman, ["king", "woman"]),
+        "king": (king, ["king"]),
+        "woman": (woman, ["woman"]),
+        "queen projected on span(king, man, woman)":
+            (project_onto_span(queen, torch.stack([king, man, woman])), ["king", "man", "woman"]),
+    }
+    En = normalize_rows(E)  # once: every query is scored against the same rows
+    queen_row = word_row(tokens, "queen")
+    found = []
+    for name, (query, inputs) in queries.items():
+        scores = En @ normalize_rows(query[None])[0]
+        for excluded in (False, True):
+            if excluded:
+                scores[input_variants(tokens, inputs).to(E.device)] = -torch.inf
+            top = scores.topk(k).indices.tolist()
+            rank = int((scores > scores[queen_row]).sum()) + 1
+            found.append(SeedQuery(name, excluded, [tokens[i] for i in top], rank))
+    return found
 
 
 # --------------------------------------------------------------------------- the test set
@@ -171,55 +247,99 @@ class AnalogyResult:
 METHODS = ("3cosadd", "3cosmul", "only_c", "ignore_a")
 
 
-def analogy_scores(a: Float[Tensor, "q d"], b: Float[Tensor, "q d"], c: Float[Tensor, "q d"],
-                   candidates: Float[Tensor, "v d"], method: str, eps: float = 1e-3
-                   ) -> Float[Tensor, "q v"]:
-    """How good each candidate is as the answer to a batch of questions a : b :: c : ?.
+def analogy_scores(cos_a: Float[Tensor, "q v"], cos_b: Float[Tensor, "q v"], cos_c: Float[Tensor, "q v"],
+                   method: str, eps: float = 1e-3) -> Float[Tensor, "q v"]:
+    """How good each candidate x is as the answer to a batch of questions a : b :: c : ?.
 
-    All rows are unit vectors. Each method's score is, up to a positive factor per question
-    (which no ranking sees): ``3cosadd``: cos(x, b̂ - â + ĉ); ``3cosmul``: as
-    ``analogy_3cosmul``; the baselines of Linzen (2016): ``only_c``: cos(x, c) and
-    ``ignore_a``: cos(x, b̂ + ĉ).
+    ``cos_a[i, x]`` is the cosine of candidate x with question i's word a; likewise ``cos_b``
+    and ``cos_c``. Every method is a function of these three cosines (Levy & Goldberg 2014).
+    A score may differ from the method's by a positive factor per question, which no ranking
+    sees:
+
+    * ``3cosadd``: cos(x, b̂ - â + ĉ) = (cos_b - cos_a + cos_c) / ‖b̂ - â + ĉ‖;
+    * ``3cosmul``: s_b · s_c / (s_a + eps), with s = (cos + 1) / 2, as ``analogy_3cosmul``;
+    * ``only_c``: cos_c, the nearest neighbour of c (a baseline of Linzen 2016);
+    * ``ignore_a``: cos(x, b̂ + ĉ), proportional to cos_b + cos_c (Linzen's other baseline).
+
+    Any other ``method`` raises ``ValueError``.
     """
     if method == "3cosadd":
-        return (b - a + c) @ candidates.T
+        return cos_b - cos_a + cos_c
     if method == "3cosmul":
-        # s_b·s_c / (s_a + eps) with s = (cos + 1)/2 is (cos_b+1)(cos_c+1) / (2(cos_a+1+2eps))
-        scores = (b @ candidates.T).add_(1).mul_((c @ candidates.T).add_(1))
-        return scores.div_((a @ candidates.T).add_(1 + 2 * eps))
+        # ((cos_b + 1)/2)((cos_c + 1)/2) / ((cos_a + 1)/2 + eps), with the halves gathered up;
+        # in place on the fresh tensors that + makes (this runs on every block of every question)
+        return (cos_b + 1).mul_(cos_c + 1).div_(2 * cos_a + (2 + 4 * eps))
     if method == "only_c":
-        return c @ candidates.T
+        return cos_c.clone()  # a copy: the caller writes -inf into the scores
     if method == "ignore_a":
-        return (b + c) @ candidates.T
+        return cos_b + cos_c
     raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
 
 
 def best_answers(En: Float[Tensor, "vocab d"], questions: Int[Tensor, "q 3"], method: str,
-                 exclude_inputs: bool = True, batch_size: int = 1024, tile_size: int = 2048
+                 exclude_inputs: bool = True, batch_size: int = 256, tile_size: int = 2048
                  ) -> Int[Tensor, "q"]:
-    """The best-scoring row for each question (a, b, c), optionally never a, b or c.
+    """The best-scoring row of ``En`` (unit rows) for each question (a, b, c), optionally never a, b or c.
 
-    The [q, vocab] score matrix is never stored: each batch of questions meets the vocabulary
-    a tile at a time, small enough to stay in cache, keeping a running best (ties go to the
-    lower index, as with one argmax over the whole row).
+    A test set has few distinct words, so each tile of the vocabulary meets them in one
+    product, ``cosines [words, tile]``, and every question gathers its three rows from it.
+    The [q, vocab] score matrix is never stored: each question keeps a running best over
+    the tiles (ties go to the lower index, as with one argmax over the whole row).
+    ``only_c`` needs no scores per question at all (``_nearest_to_c``).
     """
-    answers = []
-    for batch in questions.split(batch_size):
-        a, b, c = (En[batch[:, i]] for i in range(3))
-        rows = torch.arange(len(batch), device=En.device)
-        best_score = torch.full((len(batch),), -torch.inf, device=En.device)
-        best_index = torch.zeros(len(batch), dtype=torch.long, device=En.device)
-        for start in range(0, En.shape[0], tile_size):
-            scores = analogy_scores(a, b, c, En[start: start + tile_size], method)
-            if exclude_inputs:
-                inside = (batch >= start) & (batch < start + scores.shape[1])
-                scores[rows[:, None].expand_as(batch)[inside], batch[inside] - start] = -torch.inf
+    if method == "only_c":
+        return _nearest_to_c(En, questions, exclude_inputs, tile_size)
+    words, slot = torch.unique(questions, return_inverse=True)  # questions == words[slot]
+    word_vectors = En[words]
+    best_score = torch.full((len(questions),), -torch.inf, device=En.device)
+    best_index = torch.zeros(len(questions), dtype=torch.long, device=En.device)
+    for start in range(0, En.shape[0], tile_size):
+        cosines = word_vectors @ En[start: start + tile_size].T
+        holds_inputs = exclude_inputs and bool(((words >= start) & (words < start + tile_size)).any())
+        for first in range(0, len(questions), batch_size):
+            batch = slice(first, first + batch_size)
+            scores = analogy_scores(*(cosines.index_select(0, slot[batch, i]) for i in range(3)), method)
+            if holds_inputs:
+                _exclude(scores, questions[batch] - start)
             score, index = _row_max(scores)
-            better = score > best_score
-            best_score = torch.where(better, score, best_score)
-            best_index = torch.where(better, index + start, best_index)
-        answers.append(best_index)
-    return torch.cat(answers) if answers else torch.zeros(0, dtype=torch.long)
+            better = score > best_score[batch]
+            best_score[batch] = torch.where(better, score, best_score[batch])
+            best_index[batch] = torch.where(better, index + start, best_index[batch])
+    return best_index
+
+
+def _nearest_to_c(En: Float[Tensor, "vocab d"], questions: Int[Tensor, "q 3"], exclude_inputs: bool,
+                  tile_size: int) -> Int[Tensor, "q"]:
+    """The only-c answers: for each question, the row nearest to c, optionally never a, b or c.
+
+    The answer ignores a and b except to exclude them, and at most 3 rows are excluded, so
+    the 4 nearest rows of each distinct c hold it: one pass over the vocabulary for the
+    distinct words, then each question takes the first of its c's 4 that it may answer.
+    """
+    words, slot = torch.unique(questions[:, 2], return_inverse=True)
+    word_vectors = En[words]
+    keep = min(4 if exclude_inputs else 1, En.shape[0])
+    top_score = torch.empty(len(words), 0, device=En.device)
+    top_index = torch.empty(len(words), 0, dtype=torch.long, device=En.device)
+    for start in range(0, En.shape[0], tile_size):
+        cosines = word_vectors @ En[start: start + tile_size].T
+        tile = cosines.topk(min(keep, cosines.shape[1]), dim=1)
+        # the running best come first, so a stable sort breaks ties towards the lower index
+        top_score, order = torch.cat([top_score, tile.values], dim=1).sort(dim=1, descending=True, stable=True)
+        top_index = torch.cat([top_index, tile.indices + start], dim=1).gather(1, order)
+        top_score, top_index = top_score[:, :keep], top_index[:, :keep]
+    candidates = top_index[slot]  # [q, keep], best first
+    if not exclude_inputs:
+        return candidates[:, 0]
+    allowed = ~(candidates[:, :, None] == questions[:, None, :]).any(dim=2)
+    return candidates.gather(1, allowed.int().argmax(dim=1, keepdim=True))[:, 0]  # the first allowed
+
+
+def _exclude(scores: Float[Tensor, "q t"], columns: Int[Tensor, "q 3"]) -> None:
+    """Set ``scores[i, columns[i, j]]`` to -inf wherever that column lies inside the tile."""
+    inside = (columns >= 0) & (columns < scores.shape[1])
+    rows = torch.arange(len(columns), device=scores.device)[:, None].expand_as(columns)
+    scores[rows[inside], columns[inside]] = -torch.inf
 
 
 def _row_max(scores: Tensor) -> tuple[Tensor, Tensor]:
@@ -270,8 +390,8 @@ def evaluate_analogies(E: Float[Tensor, "vocab d"], words: list[str], questions_
             # variant of an input (if all 5 are, the last); redo the rare hits that are
             variant = (canonical[predicted][:, None] == questions[:, :3]).any(dim=1)
             for q in variant.nonzero()[:, 0].tolist():
-                a, b, c = (En[i][None] for i in inputs[q])
-                scores = analogy_scores(a, b, c, En, method)[0]
+                cos_a, cos_b, cos_c = (En[inputs[q]] @ En.T).split(1)
+                scores = analogy_scores(cos_a, cos_b, cos_c, method)[0]
                 scores[inputs[q]] = -torch.inf
                 top = scores.topk(min(5, len(scores))).indices.cpu()
                 allowed = [i for i in top.tolist() if canonical[i] not in questions[q, :3]]
@@ -284,3 +404,42 @@ def evaluate_analogies(E: Float[Tensor, "vocab d"], words: list[str], questions_
         correct, total = counts.get(section.name, (0, 0))
         counts[section.name] = (correct + int(hit[mine].sum()), total + int(mine.sum()))
     return AnalogyResult(counts, questions, predicted, hit, section_of, skipped)
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def input_wins(E: Float[Tensor, "vocab d"], result: AnalogyResult, method: str = "3cosadd") -> Bool[Tensor, "n"]:
+    """For each question of ``result`` (answered with the inputs excluded): would one of its
+    inputs a, b, c have been the answer had they not been excluded?
+
+    Without exclusion the best word is either the answer found with exclusion or one of the
+    three inputs, so four scores per question decide it, with no second pass over the
+    vocabulary (ties go to the lower index, as in ``best_answers``). This holds when the
+    answer with exclusion is the best non-input word, that is, when gensim's case-variant
+    rule changed no answer: always in a vocabulary without case variants, such as GloVe's.
+    """
+    rows = torch.cat([result.predicted[:, None], result.questions[:, :3]], dim=1).to(E.device)
+    vectors = normalize_rows(E[rows].float())  # [n, 4, d]: the answer, a, b, c
+    cos_a, cos_b, cos_c = (torch.einsum("nd,nmd->nm", vectors[:, i], vectors) for i in (1, 2, 3))
+    scores = analogy_scores(cos_a, cos_b, cos_c, method)
+    answer_score, answer_row = scores[:, :1], rows[:, :1]
+    beats = (scores[:, 1:] > answer_score) | ((scores[:, 1:] == answer_score) & (rows[:, 1:] < answer_row))
+    return beats.any(dim=1).cpu()
+
+
+# --------------------------------------------------------------------------- fewer dimensions
+
+
+def random_orthonormal_projection(d: int, k: int, seed: int = 0) -> Float[Tensor, "d k"]:
+    """A random map from d to k ≤ d dimensions with orthonormal columns: Qᵀ Q = I_k.
+
+    Q is the Q of the QR decomposition of a [d, k] standard Gaussian matrix, so its column
+    span is a uniformly random k-dimensional subspace; ``E @ Q`` projects the rows of ``E``
+    onto it. At k = d, Q is a rotation and keeps every cosine. The Gaussian is drawn on
+    the CPU from ``torch.Generator().manual_seed(seed)``, so a seed gives the same Q on
+    every machine and device (move it with ``.to(E.device)``).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(d, k, generator=generator))
+    return Q

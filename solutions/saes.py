@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import html
+import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -24,6 +26,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
+
+from utils.activations import transformer_blocks
 
 
 # --------------------------------------------------------------------------- the model
@@ -36,6 +40,11 @@ class SparseAutoencoder(nn.Module):
     ``tied``, ``W_dec [d_sae, d_in]``. A tied SAE has no ``W_dec``: its decoder is
     ``W_enc.T``. With ``k`` set it is a TopK SAE: only the k largest pre-activations of
     each row survive.
+
+    What the given code relies on: the attributes ``d_in``, ``d_sae``, ``tied`` and ``k``
+    (under these names), and ``forward`` running under ``torch.func.vmap`` (the trainer vmaps
+    it over a stack of SAEs), so no data-dependent Python control flow and no in-place
+    indexing such as ``z[pre < kth] = 0``.
     """
 
     def __init__(self, d_in: int, d_sae: int, tied: bool = False, k: int | None = None):
@@ -158,16 +167,73 @@ def absorption_rate(z: Float[Tensor, "batch d_sae"], parent_latent: int,
 # --------------------------------------------------------------------------- training many SAEs at once
 
 
+def l1_objective(sae: SparseAutoencoder, x: Float[Tensor, "batch d_in"], coeff: Tensor
+                 ) -> tuple[Float[Tensor, ""], Float[Tensor, "batch d_in"], Float[Tensor, "batch d_sae"]]:
+    """What a ReLU + L1 (or TopK, with coeff 0) SAE minimises: ``(sae_loss, x_hat, z)``."""
+    x_hat, z = sae(x)
+    return sae_loss(x, x_hat, z, coeff), x_hat, z
+
+
+class SAEObjective(nn.Module):
+    """``objective(sae, x, coeff)`` as a module, so that ``functional_call`` can run it with
+    one instance's parameters (its parameter names are the SAE's, prefixed ``sae.``)."""
+
+    def __init__(self, sae: SparseAutoencoder, objective: Callable):
+        super().__init__()
+        self.sae, self.objective = sae, objective
+
+    def forward(self, x, coeff):
+        return self.objective(self.sae, x, coeff)
+
+
+@torch.no_grad()
+def resample_dead_latents(W_enc: Float[Tensor, "d_in d_sae"], W_dec: Float[Tensor, "d_sae d_in"],
+                          b_enc: Float[Tensor, "d_sae"], b_dec: Float[Tensor, "d_in"], dead: Bool[Tensor, "d_sae"],
+                          pool: Float[Tensor, "n d_in"], pool_loss: Float[Tensor, "n"], seed: int
+                          ) -> tuple[Float[Tensor, "d_in d_sae"], Float[Tensor, "d_sae d_in"], Float[Tensor, "d_sae"]]:
+    """Point every dead latent at an input the SAE reconstructs badly (Bricken et al. 2023).
+
+    For each dead latent, independently, draw one row j of ``pool`` with probability
+    ∝ ``pool_loss[j]²`` (with replacement; a row of loss 0 is never drawn), and set
+
+        W_dec[latent]    = u,  u = (pool[j] − b_dec) / ‖pool[j] − b_dec‖
+        W_enc[:, latent] = u · 0.2 · (mean norm of the encoder columns of the live latents)
+        b_enc[latent]    = 0
+
+    (1 in place of the mean norm when no latent is live). Live latents and ``b_dec`` are
+    untouched. Returns new ``(W_enc, W_dec, b_enc)``; the inputs are not modified. The draws
+    use a CPU generator seeded by ``seed``, so they are the same on every device.
+    """
+    W_enc, W_dec, b_enc = W_enc.clone(), W_dec.clone(), b_enc.clone()
+    latents = dead.nonzero().squeeze(-1)
+    if len(latents) == 0:
+        return W_enc, W_dec, b_enc
+    weights = pool_loss.detach().double().pow(2).cpu()
+    rows = torch.multinomial(weights, len(latents), replacement=True,
+                             generator=torch.Generator().manual_seed(seed)).to(pool.device)
+    directions = pool[rows] - b_dec
+    directions = directions / directions.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+    live = ~dead
+    encoder_norm = W_enc[:, live].norm(dim=0).mean() if live.any() else 1.0
+    W_dec[latents] = directions
+    W_enc[:, latents] = directions.T * 0.2 * encoder_norm
+    b_enc[latents] = 0.0
+    return W_enc, W_dec, b_enc
+
+
 @dataclass
 class TrainedSAEs:
     """The result of ``train_saes``: one SAE per instance and their training curves.
 
     ``history`` holds, per logged step, ``[n_instances]`` tensors of the loss, L0 (active
-    latents per row), FVE and the fraction of dead latents.
+    latents per row), FVE on the batch and the fraction of dead latents (none fired in the
+    last ``dead_window`` steps). ``resampled[i]`` marks the latents of instance i that the last
+    resampling revived (all False without resampling).
     """
 
     saes: list[SparseAutoencoder]
     history: dict[str, list[Tensor]]
+    resampled: Bool[Tensor, "inst d_sae"]
 
 
 def decoder_parameter(sae: SparseAutoencoder) -> tuple[str, int]:
@@ -182,117 +248,124 @@ def normalise_decoder_(params: dict[str, Tensor], key: str, dim: int) -> None:
 
 
 @torch.no_grad()
-def resample_dead_latents(params: dict[str, Tensor], optimizer: torch.optim.Optimizer,
-                          dead: Bool[Tensor, "inst d_sae"], x: Float[Tensor, "batch d_in"],
-                          errors: Float[Tensor, "inst batch"], tied: bool,
-                          generator: torch.Generator) -> int:
-    """Give dead latents a new life (Anthropic, "Towards monosemanticity", 2023).
-
-    For each instance, pick inputs with probability ∝ their squared reconstruction error;
-    a dead latent's decoder row becomes the unit vector of one such input (minus b_dec), its
-    encoder column the same vector scaled to 0.2 × the mean norm of the live encoder columns,
-    its encoder bias 0; Adam's moments for those entries are reset. Returns how many
-    latents were resampled.
-    """
-    total = 0
-    for i in range(dead.shape[0]):
+def resample_instances_(params: dict[str, Tensor], optimizer: torch.optim.Optimizer, dead: Bool[Tensor, "inst d_sae"],
+                        pool: Float[Tensor, "inst n d_in"], pool_loss: Float[Tensor, "inst n"], tied: bool,
+                        generator: torch.Generator) -> None:
+    """``resample_dead_latents`` on every instance, written into the stacked parameters, and
+    Adam's moments of the changed entries reset to zero. A tied SAE keeps only the new
+    decoder rows (its encoder is their transpose)."""
+    for i in dead.any(dim=1).nonzero().squeeze(-1).tolist():
+        W_dec = params["W_enc"][i].T if tied else params["W_dec"][i]
+        seed = int(torch.randint(2**31, (1,), generator=generator))
+        W_enc, W_dec, b_enc = resample_dead_latents(params["W_enc"][i], W_dec, params["b_enc"][i], params["b_dec"][i],
+                                                    dead[i], pool[i], pool_loss[i], seed)
+        params["W_enc"][i] = W_dec.T if tied else W_enc
+        params["b_enc"][i] = b_enc
+        if not tied:
+            params["W_dec"][i] = W_dec
         latents = dead[i].nonzero().squeeze(-1)
-        if len(latents) == 0:
-            continue
-        weights = errors[i].clamp(min=1e-12)
-        rows = torch.multinomial(weights, len(latents), replacement=True, generator=generator)
-        directions = x[rows] - params["b_dec"][i]
-        directions = directions / directions.norm(dim=-1, keepdim=True).clamp(min=1e-8)
-        encoder_norm = params["W_enc"][i][:, ~dead[i]].norm(dim=0).mean() if (~dead[i]).any() else 1.0
-        if tied:
-            params["W_enc"][i][:, latents] = directions.T
-        else:
-            params["W_dec"][i][latents] = directions
-            params["W_enc"][i][:, latents] = directions.T * 0.2 * encoder_norm
-        params["b_enc"][i][latents] = 0.0
-        for name in ("W_enc", "W_dec", "b_enc"):
-            if name not in params:
-                continue
-            state = optimizer.state.get(params[name], {})
+        for name, latent_dim in (("W_enc", 1), ("W_dec", 0), ("b_enc", 0)):
+            state = optimizer.state.get(params[name], {}) if name in params else {}
             for moment in ("exp_avg", "exp_avg_sq"):
                 if moment in state:
-                    view = state[moment][i]
-                    if name == "W_enc":
-                        view[:, latents] = 0.0
-                    else:
-                        view[latents] = 0.0
-        total += len(latents)
-    return total
+                    state[moment][i].index_fill_(latent_dim, latents, 0.0)
+
+
+def stacked_sampler(*groups: tuple[Callable[[int, torch.Generator], Tensor], int]
+                    ) -> Callable[[int, torch.Generator], Float[Tensor, "inst batch d_in"]]:
+    """A sampler giving each instance its own data: ``(sample, n)`` pairs, the first n
+    instances on batches of the first sampler, and so on (instances of one group share a batch)."""
+    def sample(batch_size: int, generator: torch.Generator) -> Tensor:
+        return torch.cat([s(batch_size, generator).expand(n, -1, -1) for s, n in groups])
+    return sample
 
 
 def train_saes(make_sae: Callable[[], SparseAutoencoder], sample: Callable[[int, torch.Generator], Tensor],
-               l1_coeffs: Sequence[float] | Tensor, steps: int = 2000, batch_size: int = 1024,
-               lr: float = 1e-3, seed: int = 0, resample_every: int | None = None, dead_threshold: float = 1e-4,
-               log_every: int = 50, progress: bool = True) -> TrainedSAEs:
-    """Train ``len(l1_coeffs)`` SAEs at once, one per L1 coefficient, on the same batches.
+               coeffs: Sequence[float] | Tensor, steps: int = 2000, batch_size: int = 1024, lr: float = 1e-3,
+               seed: int = 0, objective: Callable = l1_objective, resample_at: Sequence[int] = (),
+               resample_instances: Sequence[bool] | None = None, dead_window: int = 250,
+               pool_size: int = 16_384, log_every: int = 10, progress: bool = True) -> TrainedSAEs:
+    """Train ``len(coeffs)`` SAEs at once, one per sparsity coefficient.
 
     ``make_sae()`` builds one SAE (all instances share its shape, ``tied`` and ``k``);
-    ``sample(batch_size, generator)`` returns a fresh ``[batch, d_in]`` batch. The instances'
-    parameters are stacked (``[n_instances, ...]``) and one ``torch.func.vmap`` of the SAE's
-    forward and ``sae_loss`` trains them all; Adam is per-entry, so the instances never
-    interact. After every step each decoder row is rescaled to unit norm (otherwise the L1
-    penalty could be dodged by shrinking z and growing the decoder). With
-    ``resample_every``, every that many steps during the first three quarters of training,
-    latents that fired on fewer than ``dead_threshold`` of the rows since the last check
-    are counted as dead and resampled. ``history["dead"]`` is the fraction of latents under
-    that threshold over each logging window.
+    ``sample(batch_size, generator)`` returns a fresh batch, ``[batch, d_in]`` shared by every
+    instance or ``[n_instances, batch, d_in]`` (``stacked_sampler``), drawn on the CPU and
+    moved to the SAEs' device. The instances' parameters are stacked (``[n_instances, ...]``)
+    and one ``torch.func.vmap`` of ``objective(sae, x, coeff) -> (loss, x_hat, z)`` trains them
+    all; Adam is per-entry, so the instances never interact. After every step each decoder
+    row is rescaled to unit norm (otherwise the L1 penalty could be dodged by shrinking z
+    and growing the decoder).
+
+    A latent is dead when it has not fired in the last ``dead_window`` steps. After each step
+    listed in ``resample_at`` (counted from 1), the dead latents of every instance are
+    resampled (``resample_dead_latents``) from a pool of ``pool_size`` fresh rows weighted by
+    their squared reconstruction error, and get a fresh ``dead_window``; with
+    ``resample_instances`` (one bool per instance) only the instances marked True are.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    l1 = torch.as_tensor(l1_coeffs, dtype=torch.float32).reshape(-1)
-    saes = [make_sae() for _ in range(len(l1))]
+    saes = [make_sae() for _ in range(len(coeffs))]
+    device = next(saes[0].parameters()).device
+    coeffs = torch.as_tensor(coeffs, dtype=torch.float32).reshape(-1).to(device)
     params, buffers = stack_module_state(saes)
-    base = copy.deepcopy(saes[0]).to("meta")
     key, dim = decoder_parameter(saes[0])
     normalise_decoder_(params, key, dim)
     optimizer = torch.optim.Adam(params.values(), lr=lr)
+    loss_module = SAEObjective(copy.deepcopy(saes[0]).to("meta"), objective)
 
-    def one_instance(p, b, l1_coeff, x):
-        x_hat, z = functional_call(base, (p, b), (x,))
-        return sae_loss(x, x_hat, z, l1_coeff), x_hat, z
+    def one_instance(p, b, coeff, x):
+        return functional_call(loss_module, ({f"sae.{k}": v for k, v in p.items()},
+                                             {f"sae.{k}": v for k, v in b.items()}), (x, coeff))
 
-    step_all = vmap(one_instance, in_dims=(0, 0, 0, None))
-    # rows on which each latent fired, since the last resampling check and the last log
-    fired_resample = torch.zeros(len(l1), saes[0].d_sae)
-    fired_log = torch.zeros(len(l1), saes[0].d_sae)
-    rows_resample = rows_log = 0
+    def draw(n: int) -> Tensor:
+        x = sample(n, generator).to(device)
+        return x if x.dim() == 3 else x.expand(len(coeffs), -1, -1)
+
+    step_all = vmap(one_instance, in_dims=(0, 0, 0, 0))
+    last_fired = torch.zeros(len(coeffs), saes[0].d_sae, device=device)  # steps done when each latent last fired
+    resampled = torch.zeros(len(coeffs), saes[0].d_sae, dtype=torch.bool, device=device)
+    resample_at = set(resample_at)
+    may_resample = torch.ones(len(coeffs), 1, dtype=torch.bool, device=device) if resample_instances is None \
+        else torch.as_tensor(resample_instances, dtype=torch.bool, device=device).reshape(-1, 1)
     history: dict[str, list[Tensor]] = {"step": [], "loss": [], "l0": [], "fve": [], "dead": []}
-    for step in tqdm(range(steps), desc="training SAEs", disable=not progress, mininterval=1.0):
-        x = sample(batch_size, generator)
-        losses, x_hat, z = step_all(params, buffers, l1, x)
+    for step in tqdm(range(1, steps + 1), desc="training SAEs", disable=not progress, mininterval=1.0):
+        x = draw(batch_size)
+        losses, x_hat, z = step_all(params, buffers, coeffs, x)
         losses.sum().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         normalise_decoder_(params, key, dim)
         with torch.no_grad():
-            fired = (z > 0).float().sum(dim=1)
-            fired_resample += fired
-            fired_log += fired
-            rows_resample += batch_size
-            rows_log += batch_size
-            if resample_every and (step + 1) % resample_every == 0:
-                if step < 3 * steps // 4:
-                    errors = (x_hat - x).pow(2).sum(-1)
-                    dead = fired_resample / rows_resample < dead_threshold
-                    resample_dead_latents(params, optimizer, dead, x, errors, saes[0].tied, generator)
-                fired_resample.zero_()
-                rows_resample = 0
-            if step % log_every == 0 or step == steps - 1:
+            last_fired.masked_fill_((z > 0).any(dim=1), step)
+            dead = step - last_fired >= dead_window
+            if step in resample_at:
+                pool = draw(pool_size)
+                pool_loss = (step_all(params, buffers, coeffs, pool)[1] - pool).pow(2).sum(-1)
+                resampled = dead & may_resample
+                resample_instances_(params, optimizer, resampled, pool, pool_loss, saes[0].tied, generator)
+                last_fired.masked_fill_(resampled, step)
+            if step % log_every == 0 or step == steps:
                 history["step"].append(torch.tensor(step))
-                history["loss"].append(losses.detach())
-                history["l0"].append((z > 0).float().sum(-1).mean(-1))
-                history["fve"].append(vmap(fraction_variance_explained, in_dims=(None, 0))(x, x_hat))
-                history["dead"].append((fired_log / rows_log < dead_threshold).float().mean(-1))
-                fired_log.zero_()
-                rows_log = 0
+                history["loss"].append(losses.detach().cpu())
+                history["l0"].append((z > 0).float().sum(-1).mean(-1).cpu())
+                history["fve"].append(vmap(fraction_variance_explained)(x, x_hat).cpu())
+                history["dead"].append(dead.float().mean(-1).cpu())
     for i, sae in enumerate(saes):
         sae.load_state_dict({name: p[i].detach().clone() for name, p in params.items()})
-    return TrainedSAEs(saes, history)
+    return TrainedSAEs(saes, history, resampled.cpu())
+
+
+def plateau_change(history: dict[str, list[Tensor]], key: str = "loss") -> Float[Tensor, "inst"]:
+    """Whether a run has stopped learning: how far a training curve moved between the last two
+    quarters of training, as a fraction of how far it moved in all,
+
+        |mean(last quarter) − mean(quarter before)| / |first value − mean(last quarter)|
+
+    per instance (0: flat at the end; means over a quarter smooth out the batch-to-batch noise)."""
+    curve = torch.stack(history[key])
+    quarter = max(len(curve) // 4, 1)
+    last, before = curve[-quarter:].mean(0), curve[-2 * quarter: -quarter].mean(0)
+    return (last - before).abs() / (curve[0] - last).abs().clamp(min=1e-12)
 
 
 def dataset_sampler(data: Float[Tensor, "n d_in"]) -> Callable[[int, torch.Generator], Tensor]:
@@ -301,12 +374,120 @@ def dataset_sampler(data: Float[Tensor, "n d_in"]) -> Callable[[int, torch.Gener
 
 
 @torch.no_grad()
+def summarise(sae: SparseAutoencoder, x: Float[Tensor, "batch d_in"], features: Float[Tensor, "n_features d_in"]
+              ) -> dict[str, float]:
+    """``evaluate`` on held-out rows ``x``, plus how well the dictionary recovers the true
+    ``features``: MMCS and the one-to-one matched cosine."""
+    W = sae.decoder_directions().detach().cpu()
+    return {"mmcs": mean_max_cosine_similarity(W, features).item(),
+            "matched": matched_cosine_similarity(W, features).item(), **evaluate(sae, x)}
+
+
+@torch.no_grad()
 def evaluate(sae: SparseAutoencoder, x: Float[Tensor, "batch d_in"]) -> dict[str, float]:
-    """FVE, L0 (mean active latents per row) and the fraction of latents that never fire on ``x``."""
+    """FVE, L0 (mean active latents per row) and the fraction of latents that never fire on ``x``
+    (moved to the SAE's device first)."""
+    x = x.to(sae.W_enc.device)
     x_hat, z = sae(x)
     return {"fve": fraction_variance_explained(x, x_hat).item(),
             "l0": (z > 0).float().sum(-1).mean().item(),
             "dead": (firing_rates(z) == 0).float().mean().item()}
+
+
+# --------------------------------------------------------------------------- JumpReLU
+
+
+def rectangle_window(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+    """K((pre − θ) / ε) for the rectangle kernel K(u) = 1 if |u| < 1/2 else 0, as a float."""
+    return ((pre - threshold).abs() < bandwidth / 2).to(pre.dtype)
+
+
+class JumpReLU(torch.autograd.Function):
+    """z = pre · H(pre − θ): the pre-activation where it exceeds the threshold θ, else 0.
+
+    Backward (Rajamanoharan et al. 2024, "Jumping ahead"): ∂z/∂pre = H(pre − θ) as usual,
+    and the straight-through estimate ∂z/∂θ = −(θ / ε) · K((pre − θ) / ε), with K the
+    rectangle kernel (1 where |pre − θ| < ε/2, else 0) and ε the ``bandwidth``.
+
+    Shapes: ``pre [..., d_sae]``, ``threshold [d_sae]`` (broadcast over the leading dims; its
+    gradient is summed over them), ``bandwidth`` a float (no gradient). Written with
+    ``setup_context`` and ``generate_vmap_rule = True`` so that it runs under ``torch.func.vmap``,
+    as ``train_saes`` needs.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(pre, threshold, bandwidth):
+        return pre * (pre > threshold)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pre, threshold, bandwidth = inputs
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+
+    @staticmethod
+    def backward(ctx, grad_z):
+        pre, threshold = ctx.saved_tensors
+        grad_pre = grad_z * (pre > threshold)
+        grad_threshold = -(threshold / ctx.bandwidth) * rectangle_window(pre, threshold, ctx.bandwidth) * grad_z
+        return grad_pre, grad_threshold.sum_to_size(threshold.shape), None
+
+
+class Step(torch.autograd.Function):
+    """H(pre − θ) (1.0 where pre > θ, else 0.0): the count that an L0 penalty sums.
+
+    Backward: no gradient to ``pre`` (zeros), and the straight-through estimate
+    ∂H/∂θ = −(1 / ε) · K((pre − θ) / ε) for the threshold, K and ε as in ``JumpReLU``.
+    Same shapes and vmap requirement as ``JumpReLU``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(pre, threshold, bandwidth):
+        return (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pre, threshold, bandwidth = inputs
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+
+    @staticmethod
+    def backward(ctx, grad_step):
+        pre, threshold = ctx.saved_tensors
+        grad_threshold = -(1 / ctx.bandwidth) * rectangle_window(pre, threshold, ctx.bandwidth) * grad_step
+        return torch.zeros_like(pre), grad_threshold.sum_to_size(threshold.shape), None
+
+
+class JumpReLUSAE(SparseAutoencoder):
+    """An SAE whose latent i fires only when its pre-activation exceeds a learned threshold θ_i.
+
+    θ is stored as ``log_threshold [d_sae]`` (so it stays positive), starting at ``threshold``;
+    ``bandwidth`` is the ε of the straight-through estimators. Train it with ``l0_objective``.
+    """
+
+    def __init__(self, d_in: int, d_sae: int, threshold: float = 0.1, bandwidth: float = 0.05):
+        super().__init__(d_in, d_sae)
+        self.bandwidth = bandwidth
+        self.log_threshold = nn.Parameter(torch.full((d_sae,), math.log(threshold)))
+
+    def pre_activations(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
+        return (x - self.b_dec) @ self.W_enc + self.b_enc
+
+    def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
+        return JumpReLU.apply(self.pre_activations(x), self.log_threshold.exp(), self.bandwidth)
+
+
+def l0_objective(sae: JumpReLUSAE, x: Float[Tensor, "batch d_in"], coeff: Tensor
+                 ) -> tuple[Float[Tensor, ""], Float[Tensor, "batch d_in"], Float[Tensor, "batch d_sae"]]:
+    """What a JumpReLU SAE minimises: mean over the batch of ‖x − x̂‖² + coeff · ‖z‖₀, the L0
+    counted by ``Step`` so that the threshold gets a gradient from it."""
+    x_hat, z = sae(x)
+    l0 = Step.apply(sae.pre_activations(x), sae.log_threshold.exp(), sae.bandwidth).sum(-1).mean()
+    return sae_loss(x, x_hat, z, 0.0) + coeff * l0, x_hat, z
 
 
 # --------------------------------------------------------------------------- synthetic ground truth
@@ -361,7 +542,7 @@ def make_ground_truth(n_features: int = 64, d: int = 32, max_prob: float = 0.1, 
 
 @dataclass
 class Hierarchy:
-    """Parent/child features, for feature absorption.
+    """Parent/child features, for feature absorption; one data setting per instance.
 
     Feature 0 is the parent, features ``1..n_children`` its children, the rest are
     independent. Each row has at most one child, each child with probability
@@ -369,64 +550,70 @@ class Hierarchy:
     with s"); the parent is also active alone with probability ``parent_alone_prob``. Active
     hierarchy features have magnitude Uniform[1 - spread, 1 + spread), each drawn on its own
     (spread 0: always exactly 1), independent ones Uniform[0, 1). Directions are
-    orthonormal, so there is no superposition: any absorption comes from the L1 penalty.
+    orthonormal, so there is no superposition: any absorption comes from the sparsity penalty.
+
+    ``child_prob``, ``parent_alone_prob`` and ``spread`` are ``[settings]`` tensors: one data
+    setting per SAE instance, so that a whole grid of settings trains in one run.
     """
 
     features: Float[Tensor, "n_features d"]
     n_children: int
-    child_prob: float
-    parent_alone_prob: float
+    child_prob: Float[Tensor, "settings"]
+    parent_alone_prob: Float[Tensor, "settings"]
+    spread: Float[Tensor, "settings"]
     other_prob: float
-    spread: float = 0.0
 
     @property
-    def cooccurrence(self) -> float:
+    def cooccurrence(self) -> Float[Tensor, "settings"]:
         """P(some child | parent): how much of the parent's firing comes with a child."""
         with_child = self.n_children * self.child_prob
         return with_child / (with_child + (1 - with_child) * self.parent_alone_prob)
 
-    def sample_coefficients(self, batch_size: int, generator: torch.Generator) -> Float[Tensor, "batch n_features"]:
-        n = len(self.features)
-        coeffs = torch.zeros(batch_size, n)
-        u = torch.rand(batch_size, generator=generator)
-        child = (u / self.child_prob).long()  # child c in [0, n_children) with probability child_prob each
-        has_child = child < self.n_children
-        rows = has_child.nonzero().squeeze(-1)
-        coeffs[rows, 1 + child[rows]] = 1.0
-        alone = torch.rand(batch_size, generator=generator) < self.parent_alone_prob
-        coeffs[:, 0] = (has_child | alone).float()
-        # each active hierarchy feature gets its own magnitude
-        coeffs[:, : 1 + self.n_children] *= 1 + self.spread * (2 * torch.rand(batch_size, 1 + self.n_children, generator=generator) - 1)
-        others = 1 + self.n_children
-        active = torch.rand(batch_size, n - others, generator=generator) < self.other_prob
-        coeffs[:, others:] = active * torch.rand(batch_size, n - others, generator=generator)
-        return coeffs
+    def sample_coefficients(self, batch_size: int, generator: torch.Generator
+                            ) -> Float[Tensor, "settings batch n_features"]:
+        settings, n = len(self.child_prob), len(self.features)
+        child = (torch.rand(settings, batch_size, generator=generator) / self.child_prob[:, None]).long()
+        children = nn.functional.one_hot(child.clamp(max=self.n_children), self.n_children + 1)[..., :-1]
+        alone = torch.rand(settings, batch_size, generator=generator) < self.parent_alone_prob[:, None]
+        parent = children.any(-1) | alone
+        active = torch.cat([parent[..., None], children.bool()], dim=-1)
+        uniform = torch.rand(settings, batch_size, 1 + self.n_children, generator=generator)
+        magnitudes = 1 + self.spread[:, None, None] * (2 * uniform - 1)
+        others = n - 1 - self.n_children
+        other_active = torch.rand(settings, batch_size, others, generator=generator) < self.other_prob
+        other_values = torch.rand(settings, batch_size, others, generator=generator)
+        return torch.cat([active * magnitudes, other_active * other_values], dim=-1)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Float[Tensor, "batch d"]:
+    def sample(self, batch_size: int, generator: torch.Generator) -> Float[Tensor, "settings batch d"]:
         return self.sample_coefficients(batch_size, generator) @ self.features
 
 
-def make_hierarchy(n_children: int = 3, n_other: int = 8, child_prob: float = 0.05,
-                   parent_alone_prob: float = 0.05, other_prob: float = 0.05, spread: float = 0.0,
-                   seed: int = 0) -> Hierarchy:
+def make_hierarchy(child_prob: float | Sequence[float] = 0.05, parent_alone_prob: float | Sequence[float] = 0.05,
+                   spread: float | Sequence[float] = 0.0, n_children: int = 3, n_other: int = 8,
+                   other_prob: float = 0.05, seed: int = 0) -> Hierarchy:
     """A parent, ``n_children`` children and ``n_other`` independent features, in as many
-    dimensions (random orthonormal directions)."""
+    dimensions (random orthonormal directions). ``child_prob``, ``parent_alone_prob`` and
+    ``spread`` are numbers or sequences of one value per setting (they broadcast together)."""
     g = torch.Generator().manual_seed(seed)
     n = 1 + n_children + n_other
     features, _ = torch.linalg.qr(torch.randn(n, n, generator=g))
-    return Hierarchy(features, n_children, child_prob, parent_alone_prob, other_prob, spread)
+    settings = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float32).reshape(-1)
+                                         for v in (child_prob, parent_alone_prob, spread)))
+    return Hierarchy(features, n_children, *settings, other_prob)
 
 
 def best_latents(sae: SparseAutoencoder, features: Float[Tensor, "n_features d"]) -> Int[Tensor, "n_features"]:
     """For each true feature, the latent whose decoder row has the highest cosine with it."""
-    W = sae.decoder_directions().detach()
+    W = sae.decoder_directions().detach().cpu()
     W = W / W.norm(dim=-1, keepdim=True).clamp(min=1e-8)
-    return (features @ W.T).argmax(dim=1)
+    return (features.cpu() @ W.T).argmax(dim=1)
 
 
 @torch.no_grad()
-def measure_absorption(sae: SparseAutoencoder, hierarchy: Hierarchy, n_rows: int = 20_000, seed: int = 1) -> dict[str, float]:
-    """How much of the parent an SAE has folded into its children's latents.
+def measure_absorption(saes: Sequence[SparseAutoencoder], hierarchy: Hierarchy, n_rows: int = 20_000,
+                       seed: int = 1) -> dict[str, Float[Tensor, "settings"]]:
+    """How much of the parent each SAE (one per setting of ``hierarchy``) has folded into its
+    children's latents.
 
     ``rate``: ``absorption_rate`` over fresh rows where a child is active, for the latent
     that best matches the parent's direction. ``decoder_cos``: the mean, over children, of
@@ -434,14 +621,15 @@ def measure_absorption(sae: SparseAutoencoder, hierarchy: Hierarchy, n_rows: int
     latent (0 when the child latent is pure child, about 0.7 when it is parent + child).
     """
     coeffs = hierarchy.sample_coefficients(n_rows, torch.Generator().manual_seed(seed))
-    _, z = sae(coeffs @ hierarchy.features)
-    latents = best_latents(sae, hierarchy.features)
-    child_active = (coeffs[:, 1: 1 + hierarchy.n_children] > 0).any(dim=1)
-    W = sae.decoder_directions()
-    children = latents[1: 1 + hierarchy.n_children]
-    decoder_cos = (W[children] / W[children].norm(dim=-1, keepdim=True)) @ hierarchy.features[0]
-    return {"rate": absorption_rate(z, int(latents[0]), child_active).item(),
-            "decoder_cos": decoder_cos.mean().item()}
+    children = slice(1, 1 + hierarchy.n_children)
+    rates, cosines = [], []
+    for sae, c in zip(saes, coeffs):
+        _, z = sae((c @ hierarchy.features).to(sae.W_enc.device))
+        latents = best_latents(sae, hierarchy.features)
+        rates.append(absorption_rate(z.cpu(), int(latents[0]), (c[:, children] > 0).any(dim=1)))
+        W = sae.decoder_directions().cpu()[latents[children]]
+        cosines.append(((W / W.norm(dim=-1, keepdim=True)) @ hierarchy.features[0]).mean())
+    return {"rate": torch.stack(rates), "decoder_cos": torch.stack(cosines)}
 
 
 # --------------------------------------------------------------------------- a real model
@@ -520,3 +708,81 @@ def latent_dashboard(latent: int, z: Float[Tensor, "tokens d_sae"], tokens: Sequ
         lines.append(f'<div style="font-family:monospace;white-space:pre">{column[row]:6.2f} '
                      f"{context_html([tokens[r] for r in rows], acts, row - rows.start, top)}</div>")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- an SAE inside the model
+
+
+def replacing_hook(edit: Callable[[Tensor], Tensor]) -> Callable:
+    """A forward hook that replaces a block's output hidden states ``h [batch, seq, d]`` by
+    ``edit(h)``, so that every later block reads the edited residual stream.
+
+    A block returns either the hidden states themselves (BERT in recent ``transformers``) or
+    a tuple whose first item they are (GPT-2, older versions): the hook returns the same kind,
+    any other items of the tuple untouched. Returning a value from a forward hook is what
+    replaces a module's output (returning None keeps it).
+    """
+    def hook(module, inputs, output):
+        if isinstance(output, tuple):
+            return (edit(output[0]), *output[1:])
+        return edit(output)
+    return hook
+
+
+@contextmanager
+def edited_residual(model: nn.Module, layer: int, edit: Callable[[Tensor], Tensor] | None):
+    """Within the ``with`` block, the residual stream after block ``layer`` (1-based, as in
+    ``token_activations``) is replaced by ``edit`` of it; ``edit=None`` leaves the model alone."""
+    handle = None if edit is None else \
+        transformer_blocks(model)[layer - 1].register_forward_hook(replacing_hook(edit))
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+@torch.no_grad()
+def sentence_embeddings(model: nn.Module, tokenizer, texts: Sequence[str], layer: int = 3,
+                        edit: Callable[[Tensor], Tensor] | None = None, batch_size: int = 32,
+                        max_length: int = 128) -> Float[Tensor, "texts d"]:
+    """all-MiniLM-L6-v2's sentence embedding (the mean of the last hidden states over the real
+    tokens, scaled to unit norm), optionally with the residual after block ``layer`` edited."""
+    device = next(model.parameters()).device
+    out = []
+    with edited_residual(model, layer, edit):
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(list(texts[start: start + batch_size]), return_tensors="pt", padding=True,
+                              truncation=True, max_length=max_length).to(device)
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"][..., None].to(hidden.dtype)
+            mean = (hidden * mask).sum(1) / mask.sum(1)
+            out.append((mean / mean.norm(dim=-1, keepdim=True)).float().cpu())
+    return torch.cat(out)
+
+
+def retrieval_accuracy(queries: Float[Tensor, "n d"], keys: Float[Tensor, "n d"]) -> float:
+    """The fraction of i for which key i is the nearest key to query i by cosine similarity
+    (ties count as misses only if another key is strictly closer). Rows need not be unit."""
+    queries = queries / queries.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+    keys = keys / keys.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+    cos = queries @ keys.T
+    return (cos.argmax(dim=1) == torch.arange(len(cos), device=cos.device)).float().mean().item()
+
+
+def fraction_recovered(spliced: float, ablated: float, clean: float = 1.0) -> float:
+    """(spliced − ablated) / (clean − ablated): how much of the damage that ablating the
+    layer does the SAE's reconstruction undoes (1: all of it, 0: none)."""
+    return (spliced - ablated) / (clean - ablated)
+
+
+def steer(hidden: Float[Tensor, "... d"], direction: Float[Tensor, "d"], strength: float) -> Float[Tensor, "... d"]:
+    """hidden + strength · direction / ‖direction‖ at every position (a new tensor)."""
+    return hidden + strength * direction / direction.norm()
+
+
+def random_direction_like(direction: Float[Tensor, "d"], seed: int) -> Float[Tensor, "d"]:
+    """A uniformly random direction with the norm of ``direction``, drawn on a CPU generator
+    (the same on every device) and put on ``direction``'s device."""
+    r = torch.randn(direction.shape, generator=torch.Generator().manual_seed(seed)).to(direction.device)
+    return r * direction.norm() / r.norm()

@@ -11,6 +11,7 @@ intercept).
 import torch
 
 from utils.checks import Suite, gradients
+from utils.student_side import stacked_forward_under_vmap, vmapped
 
 suite = Suite("binding")
 
@@ -80,6 +81,14 @@ def _(impl, seed):
     return impl.tensor_product_bind(torch.randn(1, 3, generator=g), torch.randn(1, 2, generator=g))
 
 
+@suite.case("tensor_product_bind", "works under torch.vmap (a batch of scenes at once)",
+            "use plain tensor operations: accumulating into a tensor made beforehand (T += ...) or "
+            "calling .item() fails under torch.vmap, which the capacity experiment uses")
+def _(impl, seed):
+    g = _gen(seed + 3)
+    return vmapped(impl.tensor_product_bind, torch.randn(5, 3, 4, generator=g), torch.randn(5, 3, 2, generator=g))
+
+
 @suite.case("tensor_product_unbind", "roleᵀ T with a square, non-symmetric T",
             "unbinding is roleᵀ T (role @ T), a combination of T's rows; T @ role combines columns")
 def _(impl, seed):
@@ -111,6 +120,14 @@ def _(impl, seed):
     g = _gen(seed + 3)
     T = torch.randn(4, 6, generator=g)
     return _raises_value_error(lambda: impl.tensor_product_unbind(T, torch.randn(6, generator=g)))
+
+
+@suite.case("tensor_product_unbind", "works under torch.vmap (a batch of tensors and roles)",
+            "use plain tensor operations (role @ T): float(), .item() or torch.tensor([...]) fail "
+            "under torch.vmap, which the capacity experiment uses")
+def _(impl, seed):
+    g = _gen(seed + 4)
+    return vmapped(impl.tensor_product_unbind, torch.randn(6, 4, 3, generator=g), torch.randn(6, 4, generator=g))
 
 
 # --------------------------------------------------------------------------- matrix_bind
@@ -148,18 +165,17 @@ def _(impl, seed):
 
 
 def _binding_sae(impl, seed, d_in=5, n_atoms=4):
+    """A student's MatrixBindingSAE with parameters drawn from ``seed`` (set by load_state_dict,
+    a method call with plain data)."""
     g = _gen(seed)
     sae = impl.MatrixBindingSAE(d_in, n_atoms)
-    values = {
+    sae.load_state_dict({
         "W_enc": torch.randn(d_in, 2 * n_atoms, generator=g),
         "b_enc": torch.randn(2 * n_atoms, generator=g) * 0.3,
         "atoms": torch.randn(n_atoms, d_in, generator=g) * torch.tensor([[0.5], [2.0], [1.0], [3.0]])[:n_atoms],
         "R": torch.randn(d_in, d_in, generator=g),
         "b_dec": torch.randn(d_in, generator=g),
-    }
-    with torch.no_grad():
-        for name, value in values.items():
-            getattr(sae, name).copy_(value)
+    })
     return sae, g
 
 
@@ -184,6 +200,15 @@ def _(impl, seed):
 def _(impl, seed):
     sae, g = _binding_sae(impl, seed + 2)
     return gradients(sae, torch.randn(6, 5, generator=g), wrt=("R", "atoms"), powers=(2, 1))  # Σ x_hat² + Σ z
+
+
+@suite.case("MatrixBindingSAE", "several SAEs at once under torch.vmap",
+            "build the dictionary with plain tensor operations (torch.cat, @, F.normalize): writing "
+            "rows into a tensor made beforehand, or .item(), fails under torch.vmap, which "
+            "train_saes uses")
+def _(impl, seed):
+    saes = [_binding_sae(impl, seed + 3 + i)[0] for i in range(3)]
+    return stacked_forward_under_vmap(saes, torch.randn(7, 5, generator=_gen(seed + 6)) * 2)
 
 
 # --------------------------------------------------------------------------- mean_pool

@@ -182,3 +182,115 @@ def test_swapped_caption_test_runs_on_a_tiny_random_siglip(tmp_path):
     model, tokenizer, image_processor = binding.load_clip(tmp_path)
     accuracy = binding.clip_swap_test(model, tokenizer, image_processor, n_scenes=20, size=32)
     assert 0.0 <= accuracy <= 1.0
+
+
+# --------------------------------------------------------------------------- training many models at once
+
+
+def _sae_setup(d_in=6, n_atoms=8):
+    g = torch.Generator().manual_seed(0)
+    atoms = torch.nn.functional.normalize(torch.randn(n_atoms, d_in, generator=g), dim=-1)
+    R = torch.linalg.qr(torch.randn(d_in, d_in, generator=g))[0]
+    return atoms, R
+
+
+def test_saes_trained_together_match_one_trained_alone():
+    atoms, R = _sae_setup()
+    make = [lambda s=s: binding.MatrixBindingSAE(6, 8, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+    together = [m() for m in make]
+    losses = binding.train_saes(together, atoms, R, p_active=0.2, steps=20)
+    alone = make[1]()
+    alone_losses = binding.train_saes([alone], atoms, R, p_active=0.2, steps=20)
+    assert losses.shape == (20, 2) and alone_losses.shape == (20, 1)
+    torch.testing.assert_close(losses[:, 1], alone_losses[:, 0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(together[1].R, alone.R, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(together[0].R, together[1].R)  # each SAE keeps its own parameters
+
+
+def test_start_at_truth_puts_the_true_dictionary_in_both_saes():
+    atoms, R = _sae_setup()
+    truth = torch.nn.functional.normalize(torch.cat([atoms, atoms @ R]), dim=-1)
+    for sae in (binding.MatrixBindingSAE(6, 8), binding.PlainSAE(6, 16)):
+        binding.start_at_truth(sae, atoms, R)
+        torch.testing.assert_close(sae.dictionary(), truth)
+        scores = binding.sae_scores(sae, binding.matrix_binding_data(64, atoms, R, 0.2)[0], atoms, R, 0.3)
+        assert scores["pairs"] == 1.0 and scores["mmcs"] > 0.999
+    assert scores.keys() == {"loss", "mmcs", "pairs"}  # the plain SAE has no R to score
+    assert binding.matrix_cosine(R, 3 * R) == pytest.approx(1.0)
+
+
+def test_mini_clips_trained_together_match_one_trained_alone():
+    kwargs = dict(steps=3, batch_size=16, n_train=64, eval_every=3)
+    models, curves, losses = binding.train_mini_clips(binding.OrderAwareTextEncoder, [0, 1], [True, False], **kwargs)
+    alone, _, alone_losses = binding.train_mini_clips(binding.OrderAwareTextEncoder, [1], [False], **kwargs)
+    assert curves.shape == (1, 2) and losses.shape == (3, 2)
+    torch.testing.assert_close(losses[:, 1], alone_losses[:, 0], rtol=1e-4, atol=1e-5)
+    for name, value in alone[0].state_dict().items():
+        torch.testing.assert_close(models[1].state_dict()[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_a_trained_bag_of_words_clip_still_ties_on_every_swap():
+    models, curves, _ = binding.train_mini_clips(binding.BagOfWordsTextEncoder, [0], [True], steps=2,
+                                                 batch_size=16, n_train=64, eval_every=1)
+    assert curves.flatten().tolist() == [0.5, 0.5]
+    assert binding.mini_clip_accuracy(models[0], n_scenes=50)["swapped"] == 0.5
+
+
+# --------------------------------------------------------------------------- the matched control
+
+
+def test_positional_bag_ties_exactly_on_the_matched_test_only():
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from utils.artifacts import minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=32)).eval()
+    scenes = binding.random_scenes(30, 2, generator=torch.Generator().manual_seed(0))
+    template = binding.TEMPLATES[1:] + binding.TEMPLATES[:1]
+
+    def pooled_pair(scenes_):
+        (first, mask), (second, _) = (binding.positional_bag(binding.captions(scenes_, template, order), model, tokenizer)
+                                      for order in ((0, 1), (1, 0)))
+        return binding.mean_pool((first + second) / 2, mask)
+
+    def pooled(scenes_, order=(0, 1)):
+        return binding.mean_pool(*binding.positional_bag(binding.captions(scenes_, order=order), model, tokenizer))
+
+    true, swapped = pooled_pair(scenes), pooled_pair(binding.swap_colours(scenes))
+    assert torch.equal(true, swapped)
+    assert binding.swap_test_accuracy(pooled(scenes), true, swapped) == 0.5
+    # unmatched, word order alone favours the swapped caption, which keeps more words in place
+    assert binding.swap_test_accuracy(pooled(scenes), pooled(scenes, (1, 0)), pooled(binding.swap_colours(scenes))) < 0.5
+
+
+def test_cosine_effects_recover_known_effects():
+    base, effects = 0.5, {"binding": 0.01, "colour order": 0.05, "shape order": 0.03}
+
+    def with_cosine(c):  # unit vectors at cosine c with the anchor e₁
+        return torch.tensor([[c, (1 - c * c) ** 0.5]], dtype=torch.float64)
+
+    b, c, s = effects.values()
+    found = binding.cosine_effects(torch.tensor([[1.0, 0.0]], dtype=torch.float64), with_cosine(base + b + c + s),
+                                   with_cosine(base + b), with_cosine(base + s), with_cosine(base + c))
+    assert found == pytest.approx(effects)
+
+
+# --------------------------------------------------------------------------- a GPU, when there is one
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_training_on_a_gpu_sees_the_same_data_as_on_the_cpu():
+    atoms, R = _sae_setup()
+    on = {}
+    for name in ("cpu", "cuda"):
+        saes = [binding.MatrixBindingSAE(6, 8, generator=torch.Generator().manual_seed(1)).to(name)]
+        on[name] = binding.train_saes(saes, atoms.to(name), R.to(name), p_active=0.2, steps=5)
+    torch.testing.assert_close(on["cpu"], on["cuda"], rtol=1e-3, atol=1e-4)
+    clips = {name: binding.train_mini_clips(binding.OrderAwareTextEncoder, [0], [True], steps=3, batch_size=16,
+                                            n_train=64, eval_every=3, device=name)[2] for name in ("cpu", "cuda")}
+    torch.testing.assert_close(clips["cpu"], clips["cuda"], rtol=1e-3, atol=1e-3)
+    ridge = binding.ridge_probe(torch.randn(20, 4).cuda(), torch.randint(3, (20,)).cuda(), torch.randn(5, 4).cuda(), 3)
+    assert ridge.device.type == "cuda"

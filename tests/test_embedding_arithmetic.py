@@ -12,7 +12,7 @@ import tempfile
 
 import torch
 
-from utils.checks import Suite
+from utils.checks import Mismatch, Suite, beyond
 
 suite = Suite("embedding_arithmetic")
 
@@ -24,12 +24,10 @@ def _matrix(seed: int, n: int, d: int, spread: float = 1.5) -> torch.Tensor:
     return E * torch.exp(spread * torch.randn(n, 1, generator=g))
 
 
-def _unit_norms(result) -> str | None:
+def _unit_norms(result) -> Mismatch | None:
     norms = result.norm(dim=-1)
     nonzero = norms > 0.5
-    if not torch.allclose(norms[nonzero], torch.ones_like(norms[nonzero]), atol=1e-4):
-        return "some rows do not have unit norm"
-    return None
+    return beyond((norms[nonzero] - 1).abs().max().item(), 0.0, 1e-4, "some rows do not have unit norm")
 
 
 # --------------------------------------------------------------------------- normalize_rows
@@ -90,6 +88,57 @@ def _(impl, seed):
     return indices, scores
 
 
+# --------------------------------------------------------------------------- input_variants
+
+_TOKENS = ["<s>", "▁king", "King", "▁King", "KING", "▁KING", "king", "kings", "▁kings", "kingdom",
+           "▁viking", "▁man", "▁Man", "man", "▁manager", "▁woman", "▁Woman", "▁women", "woman",
+           "▁WOMAN", "▁queen", "▁Queen", "▁the", "s", "ing"]
+
+
+def _shuffled(tokens: list[str], seed: int) -> list[str]:
+    order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed))
+    return [tokens[i] for i in order]
+
+
+def _matches(impl, tokens: list[str], inputs: list[str]) -> torch.Tensor:
+    """Which tokens the implementation calls variants, as a mask: its size never depends on the answer."""
+    found = torch.zeros(len(tokens), dtype=torch.bool)
+    found[torch.as_tensor(impl.input_variants(tokens, inputs), dtype=torch.long)] = True
+    return found
+
+
+@suite.case("input_variants", "case and word-start variants in a cased SentencePiece vocabulary",
+            "compare the tokens' and inputs' spellings after dropping one leading ▁ or Ġ and "
+            "lower-casing: King, ▁KING and king are all the input king, but kings and ▁viking are not")
+def _(impl, seed):
+    return _matches(impl, _shuffled(_TOKENS, seed), ["king", "man", "woman"])
+
+
+@suite.case("input_variants", "byte-level BPE (Ġ) and WordPiece (##) vocabularies",
+            "drop a leading Ġ as well as ▁, but nothing else: ##king is a piece inside a word, not king")
+def _(impl, seed):
+    tokens = _shuffled(["Ġking", "ĠKing", "king", "##king", "Ġkings", "##s", "Ġqueen", "[CLS]", "K", "ing"], seed)
+    return _matches(impl, tokens, ["king"])
+
+
+@suite.case("input_variants", "inputs given as tokens (▁King, WOMAN)",
+            "read the inputs the same way as the tokens: drop the word-start mark and lower-case them too")
+def _(impl, seed):
+    return _matches(impl, _shuffled(_TOKENS, seed), ["▁King", "WOMAN"])
+
+
+@suite.case("input_variants", "the result: int64 row indices in increasing order",
+            "return torch.tensor([...], dtype=torch.long) of the matching rows, in increasing order")
+def _(impl, seed):
+    return impl.input_variants(_shuffled(_TOKENS, seed), ["woman", "king"])
+
+
+@suite.case("input_variants", "no token matches: an empty tensor",
+            "when nothing matches, return an empty int64 tensor, torch.tensor([], dtype=torch.long)")
+def _(impl, seed):
+    return impl.input_variants(_shuffled(_TOKENS, seed), ["zebra"])
+
+
 # --------------------------------------------------------------------------- analogies
 
 _TRIPLES = [(0, 1, 2), (5, 9, 3), (12, 4, 30), (7, 8, 6), (40, 2, 17)]
@@ -136,14 +185,6 @@ def _(impl, seed):
 # --------------------------------------------------------------------------- projection
 
 
-def _orthogonal_residual(basis):
-    def judge(result):
-        if (basis @ (result[0] - result[1])).abs().max() > 1e-3 * result[0].norm():
-            return "v minus its projection is not orthogonal to the basis rows"
-        return None
-    return judge
-
-
 @suite.case("project_onto_span", "non-orthogonal, non-unit basis",
             "the rows are not orthonormal: solve for the coefficients (pinv or lstsq), don't "
             "add up projections onto each row separately")
@@ -180,29 +221,47 @@ def _(impl, seed):
 # --------------------------------------------------------------------------- batched scores
 
 
-def _ranking(impl, seed, method):
-    """Top 10 candidates per question: scores may differ by a positive factor per question."""
-    E = torch.nn.functional.normalize(_matrix(seed, 60, 12), dim=1)
-    q = torch.tensor(_TRIPLES)
-    scores = impl.analogy_scores(E[q[:, 0]], E[q[:, 1]], E[q[:, 2]], E, method)
-    return tuple(scores.shape), scores.argsort(dim=1, descending=True)[:, :10]
+def _scores(impl, seed, method, eps=1e-3):
+    """The best of 40 candidates for each of 5 questions, and all their scores, each row
+    divided by its largest |score| (the positive factor per question the exercise allows
+    cancels).
+
+    Random cosines lie in [-0.9, 0.9]; each question has one planted answer with
+    cos_b = cos_c = 1 and cos_a = -1, which every method ranks first by a wide margin, so the
+    best answers do not depend on rounding. Some other cos_a are exactly -1, where s_a = 0 and
+    eps alone keeps 3CosMul finite: a wrong eps shows there, on any machine.
+    """
+    g = torch.Generator().manual_seed(seed)
+    cos_a, cos_b, cos_c = (1.8 * torch.rand(5, 40, generator=g) - 0.9 for _ in range(3))
+    cos_a[:, :4] = -1.0
+    planted = torch.randint(4, 40, (5,), generator=g)
+    rows = torch.arange(5)
+    cos_a[rows, planted], cos_b[rows, planted], cos_c[rows, planted] = -1.0, 1.0, 1.0
+    scores = impl.analogy_scores(cos_a, cos_b, cos_c, method, eps)
+    return scores.argmax(dim=1), scores / scores.abs().amax(dim=1, keepdim=True)
 
 
 for _method, _mistake in [
-        ("3cosadd", "score candidates against b - a + c (inputs are unit vectors already)"),
+        ("3cosadd", "cos(x, b̂ - â + ĉ) is proportional to cos_b - cos_a + cos_c"),
         ("3cosmul", "s = (cos + 1) / 2 for each of a, b, c; score = s_b · s_c / (s_a + eps)"),
         ("only_c", "the only-c baseline scores each candidate by its cosine with c alone"),
-        ("ignore_a", "the ignore-a baseline scores candidates against b + c")]:
-    suite.case("analogy_scores", f"ranking by {_method}", _mistake)(
-        lambda impl, seed, method=_method: _ranking(impl, seed, method))
+        ("ignore_a", "the ignore-a baseline scores candidates by cos_b + cos_c")]:
+    suite.case("analogy_scores", f"scores by {_method}", _mistake)(
+        lambda impl, seed, method=_method: _scores(impl, seed, method))
+
+
+@suite.case("analogy_scores", "3CosMul uses eps as given",
+            "eps is added to s_a = (cos_a + 1) / 2 in the denominator, whatever its value")
+def _(impl, seed):
+    return _scores(impl, seed, "3cosmul", eps=0.25)
 
 
 @suite.case("analogy_scores", "an unknown method is refused",
             "raise ValueError for a method name you don't know, naming the valid ones")
 def _(impl, seed):
-    E = torch.nn.functional.normalize(_matrix(seed, 10, 4), dim=1)
+    cosines = torch.zeros(2, 3)
     try:
-        impl.analogy_scores(E[:2], E[2:4], E[4:6], E, "4cosadd")
+        impl.analogy_scores(cosines, cosines, cosines, "4cosadd")
     except ValueError:
         return "ValueError"
     return "no error"
@@ -280,6 +339,58 @@ def _(impl, seed):
             "with case_insensitive=False words are matched exactly as written")
 def _(impl, seed):
     return _evaluate(impl, seed, case_insensitive=False)
+
+
+# --------------------------------------------------------------------------- random projection
+
+
+def _orthonormal_columns(d: int, k: int):
+    def judge(Q) -> Mismatch | None:
+        if tuple(Q.shape) != (d, k):
+            return Mismatch(f"the result has shape {tuple(Q.shape)}, expected ({d}, {k})", form=True)
+        gap = (Q.T.double() @ Q.double() - torch.eye(k, dtype=torch.float64)).abs().max().item()
+        return beyond(gap, 0.0, 1e-4, "the columns are not orthonormal (Qᵀ Q is not the identity)")
+    return judge
+
+
+for _d, _k in [(7, 3), (6, 6)]:
+    suite.case("random_orthonormal_projection", f"orthonormal columns, d = {_d}, k = {_k}",
+               "a Gaussian matrix is not orthonormal, even scaled or with unit columns: take the Q of "
+               "torch.linalg.qr(torch.randn(d, k, generator=...)), shape [d, k]",
+               judges=[_orthonormal_columns(_d, _k)], compare=False)(
+        lambda impl, seed, d=_d, k=_k: impl.random_orthonormal_projection(d, k, seed))
+
+
+@suite.case("random_orthonormal_projection", "a seed fixes the projection; another seed changes it",
+            "draw from torch.Generator().manual_seed(seed), not from the global random state, and "
+            "make the projection random rather than fixed axes")
+def _(impl, seed):
+    first, again, other = (impl.random_orthonormal_projection(6, 3, s) for s in (seed, seed, seed + 1))
+    return (first - again).abs().max().item(), bool((first - other).abs().max() > 0.1)
+
+
+_DRAWS, _SPAN = 200, (5, 2)
+
+
+def _uniform_subspace(mean_projector) -> Mismatch | None:
+    """Averaged over random draws, the projector Q Qᵀ onto a uniformly random k-dimensional
+    subspace of R^d is (k/d)·I. Each entry's mean has a standard deviation below 0.019 over
+    200 draws, so 0.1 is more than 5 of them; fixed axes miss by 1 - k/d = 0.6."""
+    d, k = _SPAN
+    gap = (mean_projector - k / d * torch.eye(d)).abs().max().item()
+    return beyond(gap, 0.0, 0.1, "the subspace is not uniformly random: Q Qᵀ averaged over seeds is not (k/d)·I")
+
+
+@suite.case("random_orthonormal_projection", "a uniformly random subspace",
+            "orthonormalise a Gaussian matrix (all directions equally likely) rather than choosing "
+            "coordinate axes", judges=[_uniform_subspace], compare=False)
+def _(impl, seed):
+    d, k = _SPAN
+    total = torch.zeros(d, d, dtype=torch.float64)
+    for draw in range(_DRAWS):
+        Q = impl.random_orthonormal_projection(d, k, seed * _DRAWS + draw).double()
+        total += Q @ Q.T
+    return total / _DRAWS
 
 
 test_hidden_check = suite.pytest_function()

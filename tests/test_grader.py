@@ -282,7 +282,9 @@ def test_2_limits_hold_for_the_submission_as_a_whole(corpus):
     memory = f"it used more than {MEMORY_MB} MB of memory (all its processes together)"
     if "RuntimeError: observed " in exercises["normalize_rows"]["message"]:  # six children of 400 MB
         children = _observed(report, "normalize_rows")  # a cgroup's OOM killer took some of them
-        assert int(children["killed_by_the_limit"]) >= 1 and int(children["allocated"]) <= 2, children
+        # (a child may finish its 400 MB before the killer takes it or another one, so how many
+        # got that far says little; the whole tree's peak, asserted below, is the measurement)
+        assert int(children["killed_by_the_limit"]) >= 1, children
     else:  # the watchdog stops the submission as a whole
         assert not AS_ROOT, exercises["normalize_rows"]  # as root, the cgroup holds it
         assert memory in exercises["normalize_rows"]["message"], exercises["normalize_rows"]

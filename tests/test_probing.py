@@ -4,13 +4,19 @@ Each case builds small inputs from its seed, calls the implementation under test
 returns plain data; see ``utils.checks``. Inputs are chosen so that each plausible mistake
 changes the answer: unbalanced classes (means vs sums), data far from the origin (centring),
 anisotropic covariances (whitening), directions that are not unit vectors, probabilities
-with a leading restarts dimension.
+with a leading restarts dimension, hook outputs in another dtype than the tensors handed in,
+patch masks that differ from row to row, and read-outs with a prompt whose clean and corrupted
+values almost coincide.
+
+A forward pass with the student's hook registered runs in the student's process, through
+the public helper ``utils.student_side.hooked_forward``; the cases themselves run in the
+grader's.
 """
 
 import torch
-from torch import nn
 
-from utils.checks import Suite
+from utils.checks import Mismatch, Suite, beyond
+from utils.student_side import hooked_forward
 
 suite = Suite("probing")
 
@@ -26,19 +32,16 @@ def _labelled(seed: int, n: int = 20, d: int = 5, n_one: int = 7, offset: float 
     return X, y
 
 
-def _unit_norm(result) -> str | None:
-    if abs(result.norm().item() - 1) > 1e-4:
-        return "the direction does not have unit norm"
-    return None
+def _unit_norm(result) -> Mismatch | None:
+    return beyond(result.norm().item(), 1.0, 1e-4, "the direction does not have unit norm")
 
 
-def _class_means_equal(result) -> str | None:
+def _class_means_equal(result) -> Mismatch | None:
     erased, y = result["erased"], result["y"].bool()
     gap = (erased[y].mean(0) - erased[~y].mean(0)).abs().max().item()
     scale = erased.abs().max().item()
-    if gap > 1e-3 * max(scale, 1.0):
-        return f"after erasure the two class means still differ (by up to {gap:.3g})"
-    return None
+    return beyond(gap, 0.0, 1e-3 * max(scale, 1.0),
+                  f"after erasure the two class means still differ (by up to {gap:.3g})")
 
 
 # --------------------------------------------------------------------------- mean_difference_direction
@@ -62,11 +65,11 @@ def _(impl, seed):
 # --------------------------------------------------------------------------- project_out
 
 
-def _orthogonal(result) -> str | None:
+def _orthogonal(result) -> Mismatch | None:
     erased, direction = result
-    if (erased @ direction).abs().max() > 1e-4 * direction.norm() * max(erased.abs().max().item(), 1.0):
-        return "the result still has a component along the direction"
-    return None
+    along = (erased @ direction).abs().max().item()
+    tolerance = 1e-4 * direction.norm().item() * max(erased.abs().max().item(), 1.0)
+    return beyond(along, 0.0, tolerance, "the result still has a component along the direction")
 
 
 @suite.case("project_out", "a direction that is not unit norm",
@@ -183,22 +186,18 @@ def _(impl, seed):
     return impl.ccs_loss(p_pos, 1 - p_pos)
 
 
-# --------------------------------------------------------------------------- the hook
+# --------------------------------------------------------------------------- the hooks' dtype
 
 
-class _TupleBlock(nn.Module):
-    """Stands in for a transformer block that returns (hidden_states, extra)."""
+def _float32(result) -> Mismatch | None:
+    hidden = result[0] if isinstance(result, tuple) else result
+    if hidden.dtype != torch.float32:
+        return Mismatch(f"the hidden states came back as {hidden.dtype}, not the block's float32: cast "
+                        "what you put in to the output's dtype", form=True)
+    return None
 
-    def __init__(self, d: int, seed: int):
-        super().__init__()
-        self.linear = nn.Linear(d, d)
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            self.linear.weight.copy_(torch.randn(d, d, generator=g))
-            self.linear.bias.copy_(torch.randn(d, generator=g))
 
-    def forward(self, x):
-        return self.linear(x), x.sum(-1)
+# --------------------------------------------------------------------------- the erasure hook
 
 
 @suite.case("erase_direction_hook", "a block that returns a tensor; direction not unit norm",
@@ -206,30 +205,110 @@ class _TupleBlock(nn.Module):
             "normalised",
             changes_arguments=True)  # a forward hook may change the output in place instead
 def _(impl, seed):
-    block = _TupleBlock(5, seed).linear
     x = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(seed + 1))
     direction = 2.5 * torch.randn(5, generator=torch.Generator().manual_seed(seed + 2))
-    handle = block.register_forward_hook(impl.erase_direction_hook(direction))
-    try:
-        with torch.no_grad():
-            return block(x)
-    finally:
-        handle.remove()
+    return hooked_forward(impl.erase_direction_hook(direction), x, seed, tuple_output=False)
 
 
 @suite.case("erase_direction_hook", "a block that returns a tuple (hidden, ...)",
             "when the output is a tuple, erase its first element and return a tuple of the same length",
             changes_arguments=True)
 def _(impl, seed):
-    block = _TupleBlock(5, seed + 3)
     x = torch.randn(4, 5, generator=torch.Generator().manual_seed(seed + 4))
     direction = torch.randn(5, generator=torch.Generator().manual_seed(seed + 5))
-    handle = block.register_forward_hook(impl.erase_direction_hook(direction))
+    return hooked_forward(impl.erase_direction_hook(direction), x, seed + 3, tuple_output=True)
+
+
+@suite.case("erase_direction_hook", "a float64 direction on a float32 block",
+            "move the direction to the hidden states' device and dtype before projecting "
+            "(direction.to(hidden.device, hidden.dtype))", judges=[_float32])
+def _(impl, seed):
+    x = torch.randn(3, 5, generator=torch.Generator().manual_seed(seed + 6))
+    direction = torch.randn(5, generator=torch.Generator().manual_seed(seed + 7)).double()
+    return hooked_forward(impl.erase_direction_hook(direction), x, seed + 8, tuple_output=False)
+
+
+# --------------------------------------------------------------------------- activation patching
+
+
+def _patch_inputs(seed: int, batch: int = 3, seq: int = 5, d: int = 4):
+    """Hidden states to patch in, and a mask that differs from row to row: one marked token in
+    row 0, none in row 1, two in row 2 (and so on cyclically)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, seq, d, generator=g)
+    clean = 10 + torch.randn(batch, seq, d, generator=g)  # far from any output of the block
+    where = torch.zeros(batch, seq, dtype=torch.bool)
+    for row in range(batch):
+        where[row, torch.randperm(seq, generator=g)[: (1, 0, 2)[row % 3]]] = True
+    return x, clean, where
+
+
+@suite.case("patch_hook", "exactly the marked tokens of each row are patched",
+            "torch.where(where[..., None], clean, hidden): the mask is per row and per token (not "
+            "where[0] for every row, not the whole row), clean goes where the mask is True, and the "
+            "hook must return the new tensor")
+def _(impl, seed):
+    x, clean, where = _patch_inputs(seed)
+    return hooked_forward(impl.patch_hook(clean, where), x, seed + 1, tuple_output=False)
+
+
+@suite.case("patch_hook", "a block that returns a tuple (hidden, ...)",
+            "when the output is a tuple, patch its first element and return a tuple of the same length")
+def _(impl, seed):
+    x, clean, where = _patch_inputs(seed + 2, batch=4)
+    return hooked_forward(impl.patch_hook(clean, where), x, seed + 3, tuple_output=True)
+
+
+@suite.case("patch_hook", "clean states in float64, the block in float32",
+            "cast clean to the output's dtype (clean.to(hidden.dtype)): the next layer expects its "
+            "own dtype", judges=[_float32])
+def _(impl, seed):
+    x, clean, where = _patch_inputs(seed + 4)
+    return hooked_forward(impl.patch_hook(clean.double(), where), x, seed + 5, tuple_output=False)
+
+
+def _readouts(seed: int, shape: tuple[int, ...], n: int = 6):
+    """Read-outs of n prompts: the clean and corrupted means differ by several units, one prompt's
+    clean and corrupted values almost coincide, and some patched values fall below corrupted."""
+    g = torch.Generator().manual_seed(seed)
+    corrupted = torch.randn(n, generator=g)
+    clean = corrupted + 3 + 2 * torch.rand(n, generator=g)
+    clean[2] = corrupted[2] + 1e-3
+    patched = corrupted + 6 * torch.rand(*shape, n, generator=g) - 2.5
+    return patched, clean, corrupted
+
+
+@suite.case("normalised_effect", "read-outs [layers, positions, n]",
+            "(mean(patched) − mean(corrupted)) / (mean(clean) − mean(corrupted)) with means over the "
+            "last dimension (the prompts), taken before dividing; keep the sign (no absolute values)")
+def _(impl, seed):
+    return impl.normalised_effect(*_readouts(seed, (3, 4)))
+
+
+@suite.case("normalised_effect", "clean gives 1, corrupted 0, halfway ½",
+            "0 must mean 'as corrupted' and 1 'as clean': subtract the corrupted mean, divide by the "
+            "clean-minus-corrupted gap")
+def _(impl, seed):
+    _, clean, corrupted = _readouts(seed + 1, ())
+    return impl.normalised_effect(torch.stack([clean, corrupted, (clean + corrupted) / 2]), clean, corrupted)
+
+
+@suite.case("normalised_effect", "one vector of read-outs [n] gives one number",
+            "reduce over the last dimension only: [n] -> []")
+def _(impl, seed):
+    return impl.normalised_effect(*_readouts(seed + 2, ()))
+
+
+@suite.case("normalised_effect", "equal clean and corrupted means raise ValueError",
+            "when mean(clean) == mean(corrupted) there is nothing to restore: raise ValueError with a "
+            "message instead of returning inf or nan")
+def _(impl, seed):
+    patched, _, corrupted = _readouts(seed + 3, (2,))
     try:
-        with torch.no_grad():
-            return block(x)
-    finally:
-        handle.remove()
+        impl.normalised_effect(patched, corrupted.clone(), corrupted)
+    except ValueError as exc:
+        return "ValueError" if str(exc).strip() else "ValueError without a message"
+    return "no error"
 
 
 test_hidden_check = suite.pytest_function()

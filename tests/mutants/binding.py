@@ -50,6 +50,16 @@ def _(roles, fillers):
     return torch.outer(roles[-1], fillers[-1])
 
 
+@mutant("tensor_product_bind", "accumulates in place into a zeros tensor (fails under vmap)")
+def _(roles, fillers):
+    if roles.shape[0] != fillers.shape[0]:
+        raise ValueError("roles and fillers need the same number of rows")
+    T = torch.zeros(roles.shape[1], fillers.shape[1])
+    for r, f in zip(roles, fillers):
+        T += torch.outer(r, f)
+    return T
+
+
 @alternative("tensor_product_bind", "a loop of outer products")
 def _(roles, fillers):
     T = torch.zeros(roles.shape[1], fillers.shape[1])
@@ -82,6 +92,13 @@ def _(T, role):
     if role.shape[0] != T.shape[0]:
         raise ValueError("role has the wrong size")
     return role @ T / (role @ role)
+
+
+@mutant("tensor_product_unbind", "one float per filler dimension (fails under vmap)")
+def _(T, role):
+    if role.shape[0] != T.shape[0]:
+        raise ValueError("role has the wrong size")
+    return torch.tensor([float(role @ T[:, j]) for j in range(T.shape[1])])
 
 
 @alternative("tensor_product_unbind", "sum of role-weighted rows")
@@ -162,6 +179,15 @@ class _FrozenR(ref.MatrixBindingSAE):
         return F.normalize(torch.cat([self.atoms, self.atoms @ self.R.detach()]), dim=-1)
 
 
+class _RowsWrittenIn(ref.MatrixBindingSAE):
+    def dictionary(self):
+        n = self.atoms.shape[0]
+        rows = torch.empty(2 * n, self.atoms.shape[1])
+        rows[:n] = self.atoms
+        rows[n:] = self.atoms @ self.R
+        return F.normalize(rows, dim=-1)
+
+
 class _ExplicitNorms(ref.MatrixBindingSAE):
     def dictionary(self):
         rows = torch.cat([self.atoms, torch.einsum("ad,de->ae", self.atoms, self.R)])
@@ -178,6 +204,7 @@ mutant("MatrixBindingSAE", "dictionary rows not normalised")(_Unnormalised)
 mutant("MatrixBindingSAE", "b_dec not subtracted before encoding")(_NoBdecSubtracted)
 mutant("MatrixBindingSAE", "b_dec not added back")(_NoBdecAdded)
 mutant("MatrixBindingSAE", "R detached (never learned)")(_FrozenR)
+mutant("MatrixBindingSAE", "rows written into a pre-made tensor (fails under vmap)")(_RowsWrittenIn)
 alternative("MatrixBindingSAE", "einsum and explicit norms")(_ExplicitNorms)
 
 

@@ -82,6 +82,12 @@ def _(E, query, k=10, exclude=()):
     return top.indices, top.values
 
 
+@mutant("nearest_neighbours", "returns Python lists")
+def _(E, query, k=10, exclude=()):
+    indices, scores = ref.nearest_neighbours(E, query, k, exclude)
+    return indices.tolist(), scores.tolist()
+
+
 @alternative("nearest_neighbours", "sorts everything, then filters")
 def _(E, query, k=10, exclude=()):
     scores = torch.nn.functional.cosine_similarity(E, query[None], dim=1)
@@ -180,42 +186,132 @@ def _(v, basis):
     return sum((v @ u) * u for u in q)
 
 
+# --------------------------------------------------------------------------- input_variants
+
+def _variants(tokens, inputs, spelling, inputs_too=True):
+    wanted = {spelling(w) if inputs_too else w for w in inputs}
+    return torch.tensor([i for i, t in enumerate(tokens) if spelling(t) in wanted], dtype=torch.long)
+
+
+def _drop_mark(token):
+    return token[1:] if token.startswith(("▁", "Ġ")) else token
+
+
+@mutant("input_variants", "exact tokens only (what the seed experiment used to exclude)")
+def _(tokens, inputs):
+    return _variants(tokens, inputs, lambda t: t)
+
+
+@mutant("input_variants", "lower-cases but keeps the word-start mark")
+def _(tokens, inputs):
+    return _variants(tokens, inputs, str.lower)
+
+
+@mutant("input_variants", "drops the mark but is case-sensitive")
+def _(tokens, inputs):
+    return _variants(tokens, inputs, _drop_mark)
+
+
+@mutant("input_variants", "any token that starts with an input (kings, kingdom)")
+def _(tokens, inputs):
+    wanted = [_drop_mark(w).lower() for w in inputs]
+    return torch.tensor([i for i, t in enumerate(tokens) if _drop_mark(t).lower().startswith(tuple(wanted))],
+                        dtype=torch.long)
+
+
+@mutant("input_variants", "strips '#' too, so WordPiece pieces count")
+def _(tokens, inputs):
+    return _variants(tokens, inputs, lambda t: t.lstrip("▁Ġ#").lower())
+
+
+@mutant("input_variants", "the first matching row per input only")
+def _(tokens, inputs):
+    first = {}
+    for i, t in enumerate(tokens):
+        first.setdefault(_drop_mark(t).lower(), i)
+    return torch.tensor(sorted({first[w.lower()] for w in inputs if w.lower() in first}), dtype=torch.long)
+
+
+@mutant("input_variants", "inputs taken as written (▁King matches nothing)")
+def _(tokens, inputs):
+    return _variants(tokens, inputs, lambda t: _drop_mark(t).lower(), inputs_too=False)
+
+
+@mutant("input_variants", "indices grouped by input, not in increasing order")
+def _(tokens, inputs):
+    spelled = [_drop_mark(t).lower() for t in tokens]
+    return torch.tensor([i for w in inputs for i, t in enumerate(spelled) if t == _drop_mark(w).lower()],
+                        dtype=torch.long)
+
+
+@mutant("input_variants", "returns a Python list")
+def _(tokens, inputs):
+    return ref.input_variants(tokens, inputs).tolist()
+
+
+@alternative("input_variants", "a regular expression, any number of marks")
+def _(tokens, inputs):
+    import re
+    spelling = re.compile(r"^[▁Ġ]*(.*)$")
+    wanted = {spelling.match(w).group(1).casefold() for w in inputs}
+    found = [i for i, t in enumerate(tokens) if spelling.match(t).group(1).casefold() in wanted]
+    return torch.as_tensor(found, dtype=torch.int64).reshape(-1)
+
+
 # --------------------------------------------------------------------------- batched scores
 
-@alternative("analogy_scores", "the formulas written literally, target normalised")
-def _(a, b, c, candidates, method, eps=1e-3):
+@alternative("analogy_scores", "the formulas written literally")
+def _(cos_a, cos_b, cos_c, method, eps=1e-3):
+    s_a, s_b, s_c = ((cos + 1) / 2 for cos in (cos_a, cos_b, cos_c))
     if method == "3cosadd":
-        return normalize_rows(b - a + c) @ candidates.T
-    s = [(x @ candidates.T + 1) / 2 for x in (a, b, c)]
+        return cos_b - cos_a + cos_c
     if method == "3cosmul":
-        return s[1] * s[2] / (s[0] + eps)
+        return s_b * s_c / (s_a + eps)
     if method == "only_c":
-        return s[2]
+        return cos_c * 1.0
     if method == "ignore_a":
-        return normalize_rows(b + c) @ candidates.T
+        return (cos_b + cos_c) / 2  # a positive factor per question is allowed
     raise ValueError(method)
 
 
 @mutant("analogy_scores", "3CosMul without the shift to [0, 1]")
-def _(a, b, c, candidates, method, eps=1e-3):
+def _(cos_a, cos_b, cos_c, method, eps=1e-3):
     if method == "3cosmul":
-        return (b @ candidates.T) * (c @ candidates.T) / (a @ candidates.T + eps)
-    return ref.analogy_scores(a, b, c, candidates, method, eps)
+        return cos_b * cos_c / (cos_a + eps)
+    return ref.analogy_scores(cos_a, cos_b, cos_c, method, eps)
+
+
+@mutant("analogy_scores", "3CosMul: eps added to cos_a, before halving")
+def _(cos_a, cos_b, cos_c, method, eps=1e-3):
+    if method == "3cosmul":
+        return (cos_b + 1) / 2 * (cos_c + 1) / 2 / ((cos_a + eps + 1) / 2)
+    return ref.analogy_scores(cos_a, cos_b, cos_c, method, eps)
+
+
+@mutant("analogy_scores", "3CosMul ignores the eps argument")
+def _(cos_a, cos_b, cos_c, method, eps=1e-3):
+    return ref.analogy_scores(cos_a, cos_b, cos_c, method)
 
 
 @mutant("analogy_scores", "ignore-a subtracts a")
-def _(a, b, c, candidates, method, eps=1e-3):
-    return ref.analogy_scores(a, b, c, candidates, "3cosadd" if method == "ignore_a" else method, eps)
+def _(cos_a, cos_b, cos_c, method, eps=1e-3):
+    return ref.analogy_scores(cos_a, cos_b, cos_c, "3cosadd" if method == "ignore_a" else method, eps)
 
 
 @mutant("analogy_scores", "sign error in 3CosAdd")
-def _(a, b, c, candidates, method, eps=1e-3):
-    return ref.analogy_scores(b, a, c, candidates, method, eps)
+def _(cos_a, cos_b, cos_c, method, eps=1e-3):
+    return ref.analogy_scores(cos_b, cos_a, cos_c, method, eps)
+
+
+@mutant("analogy_scores", "only-c uses b")
+def _(cos_a, cos_b, cos_c, method, eps=1e-3):
+    return ref.analogy_scores(cos_a, cos_c, cos_b, method, eps) if method == "only_c" else \
+        ref.analogy_scores(cos_a, cos_b, cos_c, method, eps)
 
 
 @mutant("analogy_scores", "unknown methods fall back to 3CosAdd")
-def _(a, b, c, candidates, method, eps=1e-3):
-    return ref.analogy_scores(a, b, c, candidates, method if method in ref.METHODS else "3cosadd", eps)
+def _(cos_a, cos_b, cos_c, method, eps=1e-3):
+    return ref.analogy_scores(cos_a, cos_b, cos_c, method if method in ref.METHODS else "3cosadd", eps)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -291,3 +387,53 @@ def _(E, words, questions_path, method="3cosadd", restrict_vocab=300_000, case_i
 def _(E, words, questions_path, method="3cosadd", restrict_vocab=300_000, case_insensitive=True):
     return evaluate_analogies_loop(E, words, questions_path, method, restrict_vocab,
                                    case_insensitive, count_unknown=True)
+
+
+# --------------------------------------------------------------------------- random projection
+
+def _gaussian(d, k, seed):
+    return torch.randn(d, k, generator=torch.Generator().manual_seed(seed))
+
+
+@mutant("random_orthonormal_projection", "a Gaussian matrix, not orthonormalised")
+def _(d, k, seed=0):
+    return _gaussian(d, k, seed)
+
+
+@mutant("random_orthonormal_projection", "a Gaussian matrix scaled by 1/sqrt(k) (the JL map)")
+def _(d, k, seed=0):
+    return _gaussian(d, k, seed) / k ** 0.5
+
+
+@mutant("random_orthonormal_projection", "unit columns, not orthogonalised")
+def _(d, k, seed=0):
+    G = _gaussian(d, k, seed)
+    return G / G.norm(dim=0, keepdim=True)
+
+
+@mutant("random_orthonormal_projection", "the first k coordinate axes")
+def _(d, k, seed=0):
+    return torch.eye(d)[:, :k]
+
+
+@mutant("random_orthonormal_projection", "ignores the seed (global random state)")
+def _(d, k, seed=0):
+    Q, _ = torch.linalg.qr(torch.randn(d, k))
+    return Q
+
+
+@mutant("random_orthonormal_projection", "returns Qᵀ, [k, d]")
+def _(d, k, seed=0):
+    return ref.random_orthonormal_projection(d, k, seed).T
+
+
+@alternative("random_orthonormal_projection", "left singular vectors of a Gaussian matrix")
+def _(d, k, seed=0):
+    U, _, _ = torch.linalg.svd(_gaussian(d, k, seed), full_matrices=False)
+    return U
+
+
+@alternative("random_orthonormal_projection", "QR of a square Gaussian, first k columns, signs fixed")
+def _(d, k, seed=0):
+    Q, R = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed)))
+    return (Q * torch.sign(torch.diagonal(R)))[:, :k]

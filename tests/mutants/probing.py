@@ -313,5 +313,131 @@ def _(direction):
 
     def hook(module, inputs, output):
         hidden = output[0] if isinstance(output, tuple) else output
-        hidden.sub_((hidden @ unit)[..., None] * unit)
+        along = unit.to(hidden.device, hidden.dtype)
+        hidden.sub_((hidden @ along)[..., None] * along)
     return hook
+
+
+@mutant("erase_direction_hook", "does not cast the direction to the hidden states' dtype")
+def _(direction):
+    def hook(module, inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        erased = ref.project_out(hidden, direction)
+        return (erased, *output[1:]) if isinstance(output, tuple) else erased
+    return hook
+
+
+# --------------------------------------------------------------------------- activation patching
+
+def _patching(patch):
+    """A patch hook built from ``patch(hidden, clean, where) -> new hidden``."""
+    def make(clean, where):
+        def hook(module, inputs, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            patched = patch(hidden, clean.to(hidden.dtype), where)
+            return (patched, *output[1:]) if isinstance(output, tuple) else patched
+        return hook
+    return make
+
+
+mutant("patch_hook", "the mask inverted (patches every token but the marked ones)")(
+    _patching(lambda hidden, clean, where: torch.where(where[..., None], hidden, clean)))
+mutant("patch_hook", "patches the whole row when any of its tokens is marked")(
+    _patching(lambda hidden, clean, where: torch.where(where.any(-1)[:, None, None], clean, hidden)))
+mutant("patch_hook", "uses the first row's mask for every row")(
+    _patching(lambda hidden, clean, where: torch.where(where[:1, :, None], clean, hidden)))
+mutant("patch_hook", "the mask not broadcast over the features")(
+    _patching(lambda hidden, clean, where: torch.where(where, clean, hidden)))
+
+
+@mutant("patch_hook", "computes the patched tensor but returns nothing")
+def _(clean, where):
+    def hook(module, inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        torch.where(where[..., None], clean.to(hidden.dtype), hidden)
+    return hook
+
+
+@mutant("patch_hook", "drops the rest of a tuple output")
+def _(clean, where):
+    def hook(module, inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        return torch.where(where[..., None], clean.to(hidden.dtype), hidden)
+    return hook
+
+
+@mutant("patch_hook", "does not cast clean to the output's dtype")
+def _(clean, where):
+    def hook(module, inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        patched = torch.where(where[..., None], clean, hidden)
+        return (patched, *output[1:]) if isinstance(output, tuple) else patched
+    return hook
+
+
+@alternative("patch_hook", "writes the marked tokens into the output in place and returns None")
+def _(clean, where):
+    def hook(module, inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden[where] = clean[where].to(hidden.dtype)
+    return hook
+
+
+alternative("patch_hook", "blends with a 0/1 mask: hidden + mask · (clean − hidden)")(
+    _patching(lambda hidden, clean, where: hidden + where[..., None].to(hidden.dtype) * (clean - hidden)))
+
+
+@mutant("normalised_effect", "normalises each prompt, then averages the ratios")
+def _(patched, clean, corrupted):
+    return ((patched - corrupted) / (clean - corrupted)).mean(-1)
+
+
+@mutant("normalised_effect", "clean and corrupted swapped (1 = corrupted)")
+def _(patched, clean, corrupted):
+    return (patched.mean(-1) - clean.mean(-1)) / (corrupted.mean(-1) - clean.mean(-1))
+
+
+@mutant("normalised_effect", "not normalised: mean(patched) − mean(corrupted)")
+def _(patched, clean, corrupted):
+    return patched.mean(-1) - corrupted.mean(-1)
+
+
+@mutant("normalised_effect", "divides by the clean mean instead of the clean-minus-corrupted gap")
+def _(patched, clean, corrupted):
+    return (patched.mean(-1) - corrupted.mean(-1)) / clean.mean(-1)
+
+
+@mutant("normalised_effect", "absolute values (a patch that makes things worse counts as restoring)")
+def _(patched, clean, corrupted):
+    return (patched.mean(-1) - corrupted.mean(-1)).abs() / (clean.mean(-1) - corrupted.mean(-1)).abs()
+
+
+@mutant("normalised_effect", "means over every dimension")
+def _(patched, clean, corrupted):
+    return (patched.mean() - corrupted.mean()) / (clean.mean() - corrupted.mean())
+
+
+@mutant("normalised_effect", "means over the first dimension")
+def _(patched, clean, corrupted):
+    return (patched.mean(0) - corrupted.mean(0)) / (clean.mean(0) - corrupted.mean(0))
+
+
+@mutant("normalised_effect", "divides by a zero gap (returns inf or nan instead of raising)")
+def _(patched, clean, corrupted):
+    return (patched.mean(-1) - corrupted.mean(-1)) / (clean.mean(-1) - corrupted.mean(-1))
+
+
+@alternative("normalised_effect", "ratio of sums (the same as the ratio of means)")
+def _(patched, clean, corrupted):
+    gap = (clean - corrupted).sum(-1)
+    if gap == 0:
+        raise ValueError("clean and corrupted agree on average: nothing to restore")
+    return (patched - corrupted).sum(-1) / gap
+
+
+@alternative("normalised_effect", "torch.lerp-style: restored fraction of the gap, via torch.div")
+def _(patched, clean, corrupted):
+    base = corrupted.mean()
+    if torch.isclose(clean.mean(), base, rtol=0, atol=0):
+        raise ValueError("nothing to restore")
+    return torch.div(patched.mean(dim=-1) - base, clean.mean() - base)

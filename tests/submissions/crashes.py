@@ -42,7 +42,7 @@ def _outlive_grading(tag):
     return tag
 
 
-def analogy_scores(a, b, c, candidates, method, eps=1e-3):
+def analogy_scores(cos_a, cos_b, cos_c, method, eps=1e-3):
     _outlive_grading(7)
     hoard = []
     while True:  # a memory blow-up (address space: no page is touched, the machine is spared)

@@ -130,13 +130,13 @@ def project_onto_span(v, basis):
     return v
 
 
-def analogy_scores(a, b, c, candidates, method, eps=1e-3, _patched_at_definition=_patch_every_comparison()):
+def analogy_scores(cos_a, cos_b, cos_c, method, eps=1e-3, _patched_at_definition=_patch_every_comparison()):
     """Patch every comparison, and the checks machinery, inside the student's process."""
     import utils.checks
     _patch_every_comparison()
     utils.checks.compare = lambda *args, **kwargs: None
     utils.checks.judge_case = lambda *args, **kwargs: utils.checks.Verdict(True, "")
-    return torch.zeros(a.shape[0], candidates.shape[0])
+    return torch.zeros_like(cos_a)
 
 
 def evaluate_analogies(E, words, questions_path, method="3cosadd", restrict_vocab=300_000,

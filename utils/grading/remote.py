@@ -443,12 +443,12 @@ class Endpoint:
                     continue
                 if header.get("reply") != ident:
                     raise ProtocolError("an answer to a question that was not asked")
-                if "error" in header:
-                    raise remote_error(header["error"])
-                self.largest_answer = max(self.largest_answer, sum(map(len, buffers)))
-                return self._decode(header, buffers)
-            except (ProtocolError, RecursionError) as exc:
+                if "error" not in header:
+                    self.largest_answer = max(self.largest_answer, sum(map(len, buffers)))
+                    return self._decode(header, buffers)
+            except (ProtocolError, RecursionError) as exc:  # a message too deep to decode, not the peer's error
                 raise WorkerLost("garbage", str(exc)) from None
+            raise remote_error(header["error"])  # the peer's code raised (a RecursionError too)
 
     def call(self, label: str, args: tuple, kwargs: dict, target: int | None = None, method: str | None = None,
              helper: str | None = None) -> Any:
