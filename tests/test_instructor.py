@@ -1,6 +1,7 @@
 """The instructor's flow, end to end, as docs/instructor.md gives it, on a simulated class of
 five learners for chapter 5: release the class edition -> collect one notebook per learner
--> grade (the grader's command line) -> gradebook, feedback pages, Gradescope and JUnit.
+-> grade (``make grade``: the grader's command line, then the feedback pages) -> gradebook,
+feedback pages, Gradescope and JUnit.
 
 The five: alice hands in the solved notebook, bob a partial one (two exercises right, two
 plausibly wrong), carol the class release untouched, dave a truncated file, and eve code
@@ -39,7 +40,7 @@ def _run(*command: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def course(tmp_path_factory):
+def course(tmp_path_factory, measured):
     """The whole flow, once: the folders it wrote, and seconds per step."""
     base = tmp_path_factory.mktemp("class")
     seconds = {}
@@ -59,29 +60,27 @@ def course(tmp_path_factory):
     (submissions / "dave.ipynb").write_text(text[: len(text) // 2], encoding="utf-8")  # an upload cut short
     (submissions / "eve.ipynb").write_text(answered(handed_out, HOSTILE), encoding="utf-8")
 
-    started = time.monotonic()
+    started = time.monotonic()  # step 3 as the page gives it: make grade (the grader, then the pages)
     reports = base / "reports"
-    grading = _run("utils.grade", str(submissions), "--out", str(reports), "--chapter", CHAPTER, "--jobs", "2",
-                   "--timeout", str(TIMEOUT_S), "--format", "json,csv,junit,gradescope", "--quiet")
-    seconds["grade"] = time.monotonic() - started
-
-    started = time.monotonic()
-    _run("utils.feedback", str(reports), "--out", str(base / "feedback"))
-    seconds["feedback"] = time.monotonic() - started
-    print("\ninstructor flow: " + ", ".join(f"{step} {s:.1f} s" for step, s in seconds.items()))
-    return {"handed_out": handed_out, "reports": reports, "feedback": base / "feedback",
-            "grader_output": grading.stdout, "seconds": seconds}
+    grading = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "grade", f"PY={PYTHON}",
+                              f"CLASS={submissions}", f"OUT={reports}",
+                              f"GRADE_OPTIONS=--chapter {CHAPTER} --timeout {TIMEOUT_S} --quiet"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert grading.returncode == 0, f"make grade failed:\n{grading.stdout}\n{grading.stderr}"
+    seconds["make grade"] = time.monotonic() - started
+    measured("instructor flow: " + ", ".join(f"{step} {s:.1f} s" for step, s in seconds.items()))
+    return {"handed_out": handed_out, "reports": reports, "feedback": reports / "feedback"}
 
 
 def test_the_class_release_is_what_carol_hands_in_untouched(course):
     assert "Solution" not in course["handed_out"].read_text(encoding="utf-8")
 
 
-def test_the_five_scores(course):
+def test_the_five_scores(course, measured):
     reports = read_reports(course["reports"])
     assert sorted(reports) == LEARNERS
     scores = {learner: (r.score, r.max_score) for learner, r in reports.items()}
-    print(f"\nscores: {scores}")
+    measured(f"instructor flow scores: {scores}")
     full = reports["alice"].max_score
     assert full == len(reports["alice"].exercises) > 0
     assert scores["alice"] == (full, full)
@@ -101,7 +100,7 @@ def test_the_broken_notebook_scores_zero_with_a_clear_message(course):
 
 
 def test_the_hostile_learner_does_not_take_the_grader_down(course):
-    eve = read_report(report_file(course["reports"], "eve.ipynb"))  # the grader exited 0 (``_run``) and reported
+    eve = read_report(report_file(course["reports"], "eve.ipynb"))  # make grade exited 0 and reported
     graded = {e.name: e for e in eve.exercises}
     assert graded["tensor_product_unbind"].status == "passed"  # the right answer still counts
     assert graded["tensor_product_bind"].status == "passed"  # megabytes printed, result right
