@@ -8,8 +8,8 @@
    once, its scratch and its CPU share, and the layers in force.
 3. A CPU hog in the batch: honest chapter-1 submissions graded alone, then beside a
    submission whose processes (each in its own session) spin for its whole budget, with
-   the default CPU share (``--cpus 1``) and without one (``--cpus 64``): the mean time per
-   honest submission and the slowdown.
+   the default CPU share (``--cpus 1``) and without one (``--cpus 64``): the median time per
+   honest submission (the first of each job slot also starts its worker) and the slowdown.
 
     .venv/bin/python benchmarks/grading.py [N] [JOBS]      (default 50 submissions, 2 jobs)
 """
@@ -97,7 +97,7 @@ def limits(tmp: Path) -> None:
 
 def hog(tmp: Path, jobs: int) -> None:
     print(f"\n3. Honest submissions beside a CPU hog ({HONEST} honest chapter-1 submissions, --jobs {jobs})")
-    print(f"   {'batch':<40}{'mean s / honest submission':>28}{'slowdown':>10}")
+    print(f"   {'batch':<40}{'median s / honest submission':>30}{'slowdown':>10}")
     alone = None
     for label, with_hog, cpus in (("honest only", False, "1"), ("with the hog, --cpus 64 (no CPU share)", True, "64"),
                                   ("with the hog, --cpus 1 (the default)", True, "1")):
@@ -109,9 +109,9 @@ def hog(tmp: Path, jobs: int) -> None:
             (folder / "0_hog.py").write_text(HOG)
         _, reports = grade(folder, tmp / f"reports_hog_{with_hog}_{cpus}", "--jobs", str(jobs), "--cpus", cpus,
                            "--chapter", "embedding_arithmetic", "--timeout", "30", "--budget", "60")
-        mean = statistics.mean(r["duration_s"] for r in reports if r["submission"].startswith("student_"))
-        alone = alone or mean
-        print(f"   {label:<40}{mean:28.1f}{mean / alone:9.1f}x")
+        median = statistics.median(r["duration_s"] for r in reports if r["submission"].startswith("student_"))
+        alone = alone or median
+        print(f"   {label:<40}{median:30.2f}{median / alone:9.1f}x")
 
 
 def main(n: int = 50, jobs: int = 2) -> None:
