@@ -1,4 +1,5 @@
-"""Fixtures shared by the test modules: each solved notebook, executed once per session."""
+"""Fixtures shared by the test modules: each solved notebook, executed once per session, and
+a place for the numbers a test measured, printed at the end of the run."""
 
 import pytest
 
@@ -27,3 +28,20 @@ def executed(tmp_path_factory):
             raise done[stem]
         return done[stem]
     return run
+
+
+_MEASURED: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def measured():
+    """``measured(line)``: a number a test saw (pages opened, scores, seconds), printed under
+    "measured" at the end of the run, so that a CI log carries what the notes quote."""
+    return _MEASURED.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _MEASURED:
+        terminalreporter.section("measured")
+        for line in _MEASURED:
+            terminalreporter.write_line(line)

@@ -8,53 +8,12 @@ several objects (sum vs mean), vectors of very different norms (cosine vs dot pr
 intercept).
 """
 
-import copy
-import inspect
-
 import torch
-from torch.func import functional_call, stack_module_state
 
-from utils.checks import Suite
+from utils.checks import Suite, gradients
+from utils.student_side import stacked_forward_under_vmap, vmapped
 
 suite = Suite("binding")
-
-
-# --------------------------------------------------------------------------- helpers that run student code
-# Steps that must run where the student's code runs (autograd, vmap); the grader ships these to
-# its worker with the student's functions and objects. Each returns plain data.
-
-
-def vmapped(function, *batched):
-    """``torch.vmap(function)(*batched)``: the student's function over a leading batch dimension,
-    as the chapter's given code calls it.
-
-    ``inspect.unwrap`` takes off run_case's in-place guard, whose ``torch.equal`` has no batching
-    rule under vmap; the other cases of each exercise keep the guard.
-    """
-    return torch.vmap(inspect.unwrap(function))(*batched)
-
-
-def sae_gradients(sae, x):
-    """The gradients of Σ x̂² + Σ z with respect to the SAE's ``R`` and ``atoms``."""
-    x_hat, z = sae(x)
-    ((x_hat ** 2).sum() + z.sum()).backward()
-    return sae.R.grad, sae.atoms.grad
-
-
-def forward_under_vmap(saes, x):
-    """``(x_hat, z)`` of several SAEs at once, their parameters stacked and the forward pass
-    under ``torch.vmap``, as ``train_saes`` runs them."""
-    params, buffers = stack_module_state(list(saes))
-    skeleton = copy.deepcopy(saes[0]).to("meta")
-    x_hat, z = torch.vmap(lambda p, b: functional_call(skeleton, (p, b), (x,)))(params, buffers)
-    return x_hat.detach(), z.detach()
-
-
-def loss_gradients(loss, image, text, temperature):
-    """The gradients of ``loss(image, text, temperature)`` with respect to both embeddings."""
-    image, text = image.clone().requires_grad_(), text.clone().requires_grad_()
-    loss(image, text, temperature).backward()
-    return image.grad, text.grad
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -240,7 +199,7 @@ def _(impl, seed):
             "made in __init__), so training can learn R")
 def _(impl, seed):
     sae, g = _binding_sae(impl, seed + 2)
-    return sae_gradients(sae, torch.randn(6, 5, generator=g))
+    return gradients(sae, torch.randn(6, 5, generator=g), wrt=("R", "atoms"), powers=(2, 1))  # Σ x_hat² + Σ z
 
 
 @suite.case("MatrixBindingSAE", "several SAEs at once under torch.vmap",
@@ -249,7 +208,7 @@ def _(impl, seed):
             "train_saes uses")
 def _(impl, seed):
     saes = [_binding_sae(impl, seed + 3 + i)[0] for i in range(3)]
-    return forward_under_vmap(saes, torch.randn(7, 5, generator=_gen(seed + 6)) * 2)
+    return stacked_forward_under_vmap(saes, torch.randn(7, 5, generator=_gen(seed + 6)) * 2)
 
 
 # --------------------------------------------------------------------------- mean_pool
@@ -368,7 +327,8 @@ def _(impl, seed):
             "compute the loss with differentiable tensor operations (no .item(), no detach)")
 def _(impl, seed):
     g = _gen(seed + 2)
-    return loss_gradients(impl.contrastive_loss, _embeddings(g), _embeddings(g), 0.3)
+    image, text = _embeddings(g), _embeddings(g)
+    return gradients(impl.contrastive_loss, image, text, 0.3, wrt=(0, 1), powers=1)
 
 
 test_hidden_check = suite.pytest_function()

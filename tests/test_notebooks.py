@@ -20,6 +20,19 @@ def test_committed_notebooks_are_fresh():
     assert notebooks.main(["--check"]) == 0, "run `python -m utils.notebooks` and commit the result"
 
 
+def test_the_source_reader_takes_only_top_level_fences_as_cells():
+    """A ```python block shown inside a longer fence or a list item is prose; +++ breaks prose;
+    a block left open is an error that says where it starts."""
+    source = ("<!-- module: m -->\n# Title\n````markdown\n```python\nshown = 1\n```\n````\n\n+++\n\n"
+              "More.\n```python\nrun = 2\n```\n- a list item\n\n  ```python\n  listed = 3\n  ```\n")
+    module, blocks = notebooks.parse(source)
+    assert module == "m"
+    assert [(b.kind, b.text.splitlines()[0]) for b in blocks] == [
+        ("markdown", "# Title"), ("markdown", "More."), ("python", "run = 2"), ("markdown", "- a list item")]
+    with pytest.raises(ValueError, match="the ```exercise block at line 3 is never closed"):
+        notebooks.parse("<!-- module: m -->\ntext\n```exercise\nnormalize_rows\n")
+
+
 @pytest.mark.parametrize("source", SOURCES, ids=STEMS)
 def test_learner_notebooks_have_stubs_and_checks(source):
     code = {edition: "\n".join(c["source"] for c in notebook["cells"] if c["cell_type"] == "code")

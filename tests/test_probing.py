@@ -8,16 +8,15 @@ with a leading restarts dimension, hook outputs in another dtype than the tensor
 patch masks that differ from row to row, and read-outs with a prompt whose clean and corrupted
 values almost coincide.
 
-Helpers that run the student's code beyond a plain call, here a module forward pass with the
-student's hook registered, are the named functions under "helpers run with the student's
-code" below (``_TupleBlock``, ``_hooked_forward``): the grader ships them to the student's
-process, together with the hook the student's function returned.
+A forward pass with the student's hook registered runs in the student's process, through
+the public helper ``utils.student_side.hooked_forward``; the cases themselves run in the
+grader's.
 """
 
 import torch
-from torch import nn
 
 from utils.checks import Mismatch, Suite, beyond
+from utils.student_side import hooked_forward
 
 suite = Suite("probing")
 
@@ -187,35 +186,7 @@ def _(impl, seed):
     return impl.ccs_loss(p_pos, 1 - p_pos)
 
 
-# --------------------------------------------------------------------------- helpers run with the student's code
-
-
-class _TupleBlock(nn.Module):
-    """Stands in for a transformer block that returns (hidden_states, extra)."""
-
-    def __init__(self, d: int, seed: int):
-        super().__init__()
-        self.linear = nn.Linear(d, d)
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            self.linear.weight.copy_(torch.randn(d, d, generator=g))
-            self.linear.bias.copy_(torch.randn(d, generator=g))
-
-    def forward(self, x):
-        return self.linear(x), x.sum(-1)
-
-
-def _hooked_forward(hook, x: torch.Tensor, seed: int, tuple_output: bool):
-    """The output of a seeded block (``_TupleBlock``, or just its linear layer) on ``x`` with
-    ``hook`` registered as a forward hook; the hook is removed afterwards."""
-    block = _TupleBlock(x.shape[-1], seed)
-    module = block if tuple_output else block.linear
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            return module(x)
-    finally:
-        handle.remove()
+# --------------------------------------------------------------------------- the hooks' dtype
 
 
 def _float32(result) -> Mismatch | None:
@@ -231,19 +202,21 @@ def _float32(result) -> Mismatch | None:
 
 @suite.case("erase_direction_hook", "a block that returns a tensor; direction not unit norm",
             "the hook must return the new output: project_out(output, direction) with the direction "
-            "normalised")
+            "normalised",
+            changes_arguments=True)  # a forward hook may change the output in place instead
 def _(impl, seed):
     x = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(seed + 1))
     direction = 2.5 * torch.randn(5, generator=torch.Generator().manual_seed(seed + 2))
-    return _hooked_forward(impl.erase_direction_hook(direction), x, seed, tuple_output=False)
+    return hooked_forward(impl.erase_direction_hook(direction), x, seed, tuple_output=False)
 
 
 @suite.case("erase_direction_hook", "a block that returns a tuple (hidden, ...)",
-            "when the output is a tuple, erase its first element and return a tuple of the same length")
+            "when the output is a tuple, erase its first element and return a tuple of the same length",
+            changes_arguments=True)
 def _(impl, seed):
     x = torch.randn(4, 5, generator=torch.Generator().manual_seed(seed + 4))
     direction = torch.randn(5, generator=torch.Generator().manual_seed(seed + 5))
-    return _hooked_forward(impl.erase_direction_hook(direction), x, seed + 3, tuple_output=True)
+    return hooked_forward(impl.erase_direction_hook(direction), x, seed + 3, tuple_output=True)
 
 
 @suite.case("erase_direction_hook", "a float64 direction on a float32 block",
@@ -252,7 +225,7 @@ def _(impl, seed):
 def _(impl, seed):
     x = torch.randn(3, 5, generator=torch.Generator().manual_seed(seed + 6))
     direction = torch.randn(5, generator=torch.Generator().manual_seed(seed + 7)).double()
-    return _hooked_forward(impl.erase_direction_hook(direction), x, seed + 8, tuple_output=False)
+    return hooked_forward(impl.erase_direction_hook(direction), x, seed + 8, tuple_output=False)
 
 
 # --------------------------------------------------------------------------- activation patching
@@ -276,14 +249,14 @@ def _patch_inputs(seed: int, batch: int = 3, seq: int = 5, d: int = 4):
             "hook must return the new tensor")
 def _(impl, seed):
     x, clean, where = _patch_inputs(seed)
-    return _hooked_forward(impl.patch_hook(clean, where), x, seed + 1, tuple_output=False)
+    return hooked_forward(impl.patch_hook(clean, where), x, seed + 1, tuple_output=False)
 
 
 @suite.case("patch_hook", "a block that returns a tuple (hidden, ...)",
             "when the output is a tuple, patch its first element and return a tuple of the same length")
 def _(impl, seed):
     x, clean, where = _patch_inputs(seed + 2, batch=4)
-    return _hooked_forward(impl.patch_hook(clean, where), x, seed + 3, tuple_output=True)
+    return hooked_forward(impl.patch_hook(clean, where), x, seed + 3, tuple_output=True)
 
 
 @suite.case("patch_hook", "clean states in float64, the block in float32",
@@ -291,7 +264,7 @@ def _(impl, seed):
             "own dtype", judges=[_float32])
 def _(impl, seed):
     x, clean, where = _patch_inputs(seed + 4)
-    return _hooked_forward(impl.patch_hook(clean.double(), where), x, seed + 5, tuple_output=False)
+    return hooked_forward(impl.patch_hook(clean.double(), where), x, seed + 5, tuple_output=False)
 
 
 def _readouts(seed: int, shape: tuple[int, ...], n: int = 6):

@@ -15,6 +15,7 @@ import nbformat
 import pytest
 
 from utils import notebooks, release
+from utils.reports import report_file
 
 SOURCES = notebooks.chapter_sources()
 GRADE = [sys.executable, "-m", "utils.grade"]  # the grader's command line, as the README gives it
@@ -129,7 +130,7 @@ def test_the_grader_reads_no_solution_from_a_self_study_notebook(releases, tmp_p
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     for source in SOURCES:
-        report = json.loads((reports / f"{source.stem}.json").read_text(encoding="utf-8"))
+        report = json.loads(report_file(reports, f"{source.stem}.ipynb").read_text(encoding="utf-8"))
         graded = {e["name"]: e for e in report["exercises"]}
         assert set(graded) == {name for name, _, _ in _exercises(source)}
         assert report["score"] == 0 and report["max_score"] > 0

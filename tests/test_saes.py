@@ -7,88 +7,18 @@ object), with a large decoder bias (so forgetting to subtract or add it shows),
 pre-activations of both signs (so a missing ReLU shows), and rows of very different norms
 for the cosine metrics.
 
-Steps that need autograd, ``torch.func.vmap`` or a hook around the student's code are the
-small helper functions below (``forward_under_vmap``, ``reconstruction_gradient``,
-``function_gradients``, ``function_gradients_under_vmap``, ``hooked_block_outputs``): they
-take the student's object or class and plain tensors, and return plain tensors, so that
-they can run next to the student's code while the case programs run elsewhere.
+Steps that need autograd, ``torch.func.vmap`` or a hook around the student's code run in
+the student's process, through the public helpers of ``utils.student_side`` and
+``utils.checks.gradients``; the cases themselves run in the grader's.
 """
 
-import math
-
 import torch
-from torch import nn
-from torch.func import functional_call, vmap
 
-from utils.checks import Mismatch, Suite, beyond
+from utils.checks import Suite, beyond, gradients
+from utils.student_side import function_gradients, function_gradients_under_vmap, hooked_block_outputs, \
+    sae_forward_under_vmap
 
 suite = Suite("saes")
-
-
-# --------------------------------------------------------------------------- helpers that run the student's code
-
-
-def forward_under_vmap(sae, x):
-    """``sae.forward`` under ``torch.func.vmap`` over a stack of copies of its parameters, one per
-    leading row of ``x [instances, batch, d_in]``, as ``train_saes`` runs it."""
-    params = {name: p.detach().expand(len(x), *p.shape) for name, p in sae.named_parameters()}
-    return vmap(lambda p, rows: functional_call(sae, p, (rows,)))(params, x)
-
-
-def reconstruction_gradient(sae, x):
-    """d(Σ x̂²)/d W_enc: nonzero through the decoder only if a tied decoder is W_enc itself."""
-    x_hat, _ = sae(x)
-    grad, = torch.autograd.grad(x_hat.pow(2).sum(), sae.W_enc)
-    return grad
-
-
-def function_gradients(function, pre, threshold, bandwidth, upstream):
-    """``function.apply(pre, threshold, bandwidth)`` and the gradients it sends to ``pre`` and
-    ``threshold`` for the upstream gradient ``upstream`` (zeros where it sends none)."""
-    pre, threshold = pre.clone().requires_grad_(), threshold.clone().requires_grad_()
-    out = function.apply(pre, threshold, bandwidth)
-    grads = torch.autograd.grad(out, (pre, threshold), upstream, allow_unused=True)
-    return (out.detach(), *(torch.zeros_like(t) if g is None else g for g, t in zip(grads, (pre, threshold))))
-
-
-def function_gradients_under_vmap(function, pre, threshold, bandwidth, upstream):
-    """``function_gradients`` with ``function.apply`` vmapped over a leading instances dim of
-    ``pre``, ``threshold`` and ``upstream``, as ``train_saes`` runs it."""
-    pre, threshold = pre.clone().requires_grad_(), threshold.clone().requires_grad_()
-    out = vmap(function.apply, in_dims=(0, 0, None))(pre, threshold, bandwidth)
-    grads = torch.autograd.grad(out, (pre, threshold), upstream, allow_unused=True)
-    return (out.detach(), *(torch.zeros_like(t) if g is None else g for g, t in zip(grads, (pre, threshold))))
-
-
-class _Block(nn.Module):
-    """A tiny transformer-block stand-in: h -> tanh(h A), returned bare or as (h, extra)."""
-
-    def __init__(self, weight, as_tuple):
-        super().__init__()
-        self.weight, self.as_tuple = weight, as_tuple
-
-    def forward(self, h):
-        out = torch.tanh(h @ self.weight)
-        return (out, out.sum(-1)) if self.as_tuple else out
-
-
-def hooked_block_outputs(replacing_hook, x, weights):
-    """Run ``x`` through three blocks (once returning tensors, once tuples, the way BERT and GPT-2
-    blocks do), with ``replacing_hook(edit)`` on the middle block, ``edit(h) = 2h − 1``. Returns,
-    for each kind, the final hidden states and what the middle block handed on."""
-    results = []
-    for as_tuple in (False, True):
-        blocks = [_Block(w, as_tuple) for w in weights]
-        handed_on = []
-        blocks[1].register_forward_hook(replacing_hook(lambda h: 2 * h - 1))
-        blocks[1].register_forward_hook(lambda module, inputs, output: handed_on.append(output))
-        h = x
-        for block in blocks:
-            out = block(h)
-            h = out[0] if as_tuple else out  # as transformers' encoders read a block's output
-        middle = handed_on[0]
-        results.append((h, list(middle) if isinstance(middle, tuple) else [middle], isinstance(middle, tuple)))
-    return results
 
 
 # --------------------------------------------------------------------------- inputs
@@ -186,7 +116,7 @@ def _(impl, seed):
             "vmap cannot batch in-place indexing with a mask such as z[pre < kth] = 0")
 def _(impl, seed):
     x = torch.stack([_inputs(seed), _inputs(seed + 1)])
-    return forward_under_vmap(_sae(impl, seed, k=3, b_enc_shift=-0.8), x)
+    return sae_forward_under_vmap(_sae(impl, seed, k=3, b_enc_shift=-0.8), x)
 
 
 @suite.case("SparseAutoencoder", "decode",
@@ -218,7 +148,9 @@ def _(impl, seed):
 @suite.case("SparseAutoencoder", "tied: gradients reach W_enc through the decoder",
             "use W_enc.T in the decoder without .detach() or .clone() so gradients flow through it")
 def _(impl, seed):
-    return reconstruction_gradient(_sae(impl, seed, tied=True), _inputs(seed))
+    sae = _sae(impl, seed, tied=True)
+    grad, = gradients(sae, _inputs(seed), wrt=("W_enc",), powers=(2, 0))  # Σ x_hat², z left out
+    return grad
 
 
 @suite.case("SparseAutoencoder", "bad input: k larger than d_sae, activations of the wrong width",

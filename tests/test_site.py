@@ -58,7 +58,7 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def built(request, executed, tmp_path_factory) -> Site:
+def built(request, executed, tmp_path_factory, measured) -> Site:
     """The site of the chapters under test (all of them unless ``-k`` chose some)."""
     chosen = {item.callspec.params["stem"] for item in request.session.items
               if item.path == request.path and "stem" in getattr(getattr(item, "callspec", None), "params", {})}
@@ -67,7 +67,7 @@ def built(request, executed, tmp_path_factory) -> Site:
     out = tmp_path_factory.mktemp("site")
     started = time.monotonic()
     pages = site.build_site(runs, out)
-    print(f"\nsite: {len(pages)} pages for {len(stems)} chapters built in {time.monotonic() - started:.1f} s")
+    measured(f"site: {len(pages)} pages for {len(stems)} chapters built in {time.monotonic() - started:.1f} s")
     return Site(out, stems, pages)
 
 
@@ -165,16 +165,16 @@ def test_pages_ask_for_nothing_from_the_internet(built):
     assert not fetched
 
 
-def test_every_page_opens_without_errors_and_loads_its_images(visits):
+def test_every_page_opens_without_errors_and_loads_its_images(visits, measured):
     for path, visit in visits.items():
         assert not visit.errors, f"{path}: console errors {visit.errors}"
         assert not visit.foreign, f"{path}: loaded from elsewhere {visit.foreign}"
         broken = [src for src, complete, width, height in visit.images if not (complete and width > 0 and height > 0)]
         assert not broken, f"{path}: images that did not load {broken}"
-    print(f"\nbrowser: {len(visits)} pages opened, {sum(len(v.images) for v in visits.values())} images loaded")
+    measured(f"browser: {len(visits)} pages opened, {sum(len(v.images) for v in visits.values())} images loaded")
 
 
-def test_every_internal_link_resolves(built, served, visits):
+def test_every_internal_link_resolves(built, served, visits, measured):
     checked = 0
     for path, visit in visits.items():
         for link in visit.links:
@@ -188,7 +188,7 @@ def test_every_internal_link_resolves(built, served, visits):
                 assert target in visits and anchor in visits[target].ids, f"{path} links to {link}: no such anchor"
             checked += 1
     assert checked > 0
-    print(f"\nbrowser: {checked} internal links resolve")
+    measured(f"browser: {checked} internal links resolve")
 
 
 def _chapter(stem: str) -> tuple[str, list[tuple[str, str]]]:
@@ -223,7 +223,7 @@ def _shows(browser, element, seconds: float = 5) -> bool:
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_each_solution_is_collapsed_until_clicked_and_equals_the_reference(stem, built, served, browser,
-                                                                           screenshots):
+                                                                           screenshots, measured):
     _, exercises = _chapter(stem)
     article = _open(browser, served, f"chapters/{stem}.html")
     assert not browser.execute_script("return [...document.querySelectorAll('details')].some(d => d.open)"), \
@@ -241,12 +241,12 @@ def test_each_solution_is_collapsed_until_clicked_and_equals_the_reference(stem,
     screenshot = screenshots / f"{stem}.png"  # the first exercise, its solution open
     assert browser.save_screenshot(str(screenshot))
     assert not _console_errors(browser)
-    print(f"\n{stem}: {len(solutions)} solutions collapsed, opened on click; screenshot {screenshot}")
+    measured(f"{stem}: {len(solutions)} solutions collapsed, opened on click; screenshot {screenshot}")
 
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_each_chapter_page_shows_its_sections_figures_printed_results_and_claims(stem, built, served, browser,
-                                                                                 executed):
+                                                                                 executed, measured):
     text, _ = _chapter(stem)
     notebook, _ = executed(stem)
     article = _open(browser, served, f"chapters/{stem}.html")
@@ -282,5 +282,5 @@ def test_each_chapter_page_shows_its_sections_figures_printed_results_and_claims
     stated = [claims.render(match.group(0), table, f"{stem}.md") for match in claims.PLACEHOLDER.finditer(text)]
     missing = [claim for claim in stated if _normalised(claim) not in shown]
     assert not missing, f"claimed in the prose but not on the page: {missing}"
-    print(f"\n{stem}: {len(sections)} sections, {figures} figures, {len(printed)} printed results, "
+    measured(f"{stem}: {len(sections)} sections, {figures} figures, {len(printed)} printed results, "
           f"{len(stated)} claims on the page")

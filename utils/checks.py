@@ -9,26 +9,30 @@ The same cases serve three callers:
 
 * ``check(fn)`` in a notebook: both implementations run in the notebook's kernel;
 * ``pytest`` (``tests/test_<chapter>.py``): the reference, or ``--submission PATH``;
-* the grader (``python -m utils.grade``): the student's side runs in a sandboxed process
-  and only plain data comes back (see ``utils.plain`` and ``utils.sandbox``).
+* the grader (``python -m utils.grade``): the case runs in the grader's process and the
+  student's code in a sandboxed one, reached through proxies (``utils.grading.remote``).
+
+In all three the program meets the implementation through the same proxies and copies,
+so it sees the same things: what a case may and may not do is in ``utils.grading``'s
+docstring. In short: plain data in and out, ``gradients(...)`` for autograd through the
+student's code, generators for randomness, and arguments that stay as they were.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
-import inspect
 import math
 import sys
 import traceback
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from utils.grading.remote import Endpoint, RemoteError, begin, in_student_process, local_session
 from utils.plain import NotPlainData, to_plain
 
 CHAPTERS = (
@@ -83,6 +87,7 @@ class Case:
     rtol: float = 1e-4
     atol: float = 1e-5
     compare: bool = True  # False: only the judges decide (e.g. samplers)
+    changes_arguments: bool = False  # True: the calls may change their arguments in place (hooks)
 
     @property
     def id(self) -> str:
@@ -98,12 +103,12 @@ class Suite:
     points: dict[str, float] = field(default_factory=dict)
 
     def case(self, exercise: str, name: str, mistake: str, *, judges=(), rtol=1e-4,
-             atol=1e-5, compare=True):
+             atol=1e-5, compare=True, changes_arguments=False):
         """Decorator: register ``program(impl, seed)`` as a check of ``exercise``."""
 
         def register(program: Program) -> Program:
             self.cases.append(Case(exercise, name, program, mistake, tuple(judges), rtol,
-                                   atol, compare))
+                                   atol, compare, changes_arguments))
             return program
 
         return register
@@ -125,16 +130,16 @@ class Suite:
         suite = self
 
         @pytest.mark.parametrize("case", self.cases, ids=[c.id for c in self.cases])
-        def test_hidden_check(case: Case, submission_outcomes):
+        def test_hidden_check(case: Case, submission_run):
             expected = run_case(case, suite.reference(), seed=0)
             assert expected.error is None, f"the reference fails its own check: {expected.error}"
-            if submission_outcomes is None:
-                actual = run_case(case, suite.reference(), seed=0)
+            if submission_run is None:
+                verdict = judge_case(case, expected, run_case(case, suite.reference(), seed=0))
             else:
-                if case.id not in submission_outcomes:
-                    pytest.fail(f"{case.exercise} was not graded (not found in the submission?)")
-                actual = submission_outcomes[case.id]
-            verdict = judge_case(case, expected, actual)
+                exercise = submission_run.exercises[case.exercise]
+                verdict = exercise.verdicts.get(case.id)
+                if verdict is None:
+                    pytest.fail(f"{case.exercise} was not graded: {exercise.message or 'its process stopped first'}")
             assert verdict.passed, verdict.message
 
         return test_hidden_check
@@ -152,10 +157,13 @@ def load_suite(chapter: str) -> Suite:
 
 @dataclass
 class Outcome:
-    """What one implementation produced for one case: plain data, or an error message."""
+    """What one implementation produced for one case: plain data, or an error message, and
+    the side effects its calls had on their arguments (see ``utils.grading.remote``)."""
 
     value: Any = None
     error: str | None = None
+    side_effects: tuple[str, ...] = ()
+    answer_bytes: int = 0  # the data in the largest answer of the implementation's calls
 
 
 _COURSE_INTERNALS = (str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "tests"))
@@ -168,6 +176,8 @@ def describe_exception(exc: BaseException) -> str:
     it may be an earlier exercise this one calls), and a result the check itself could not
     use (the exception arose in the check's code, not the student's).
     """
+    if isinstance(exc, RemoteError):  # described where it happened, in the student's process
+        return exc.description or f"{type(exc).__name__}: {str(exc)[:300]}"
     ours = [f for f in traceback.extract_tb(exc.__traceback__)  # not torch's, not Python's
             if "site-packages" not in f.filename and "/lib/python" not in f.filename]
     frames = [f for f in ours if not f.filename.startswith(_COURSE_INTERNALS)]
@@ -182,81 +192,50 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}{where}"
 
 
-class InputChanged(Exception):
-    """An exercise changed one of its tensor arguments in place."""
+def run_case(case: Case, implementation: Any, seed: int, answer_limit: int | None = None) -> Outcome:
+    """Run one case's program; exceptions become an error message.
 
-
-def _tensors(value: Any, path: str):
-    """(where, tensor) for every tensor in an argument, through lists, tuples and dicts."""
-    if isinstance(value, torch.Tensor):
-        yield path, value
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            yield from _tensors(item, f"{path}[{i}]")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _tensors(item, f"{path}[{key!r}]")
-
-
-def _unchanged(before: torch.Tensor, after: torch.Tensor) -> bool:
-    return before.shape == after.shape and before.dtype == after.dtype and \
-        torch.equal(before.isnan(), after.isnan()) and torch.equal(before.nan_to_num(), after.nan_to_num())
-
-
-def _callees(function: Callable) -> str:
-    """", or a function it calls did: f, g": the student's functions it refers to by name."""
-    names = [n for n in dict.fromkeys(function.__code__.co_names)
-             if isinstance(function.__globals__.get(n), types.FunctionType)]
-    return f", or a function it calls did ({', '.join(names)})" if names else ""
-
-
-def _guarded(function: Callable) -> Callable:
-    """``function``, failing with ``InputChanged`` when a call changes a tensor argument."""
-    try:
-        signature = inspect.signature(function)
-    except (TypeError, ValueError):
-        return function
-
-    @functools.wraps(function)
-    def call(*args, **kwargs):
-        try:
-            bound = signature.bind(*args, **kwargs).arguments
-        except TypeError:
-            return function(*args, **kwargs)  # the student's own error message says more
-        saved = [(where, t, t.detach().clone()) for name, value in bound.items()
-                 for where, t in _tensors(value, name)]
-        result = function(*args, **kwargs)
-        for where, tensor, before in saved:
-            if not _unchanged(before, tensor.detach()):
-                raise InputChanged(f"{function.__name__} changed its argument {where} in place"
-                                   f"{_callees(function)}; compute on a copy instead (x = x - y, not "
-                                   f"x -= y or x.sub_(y))")
-        return result
-    return call
-
-
-class _Guard:
-    """``impl`` whose functions fail when they change their tensor inputs (every exercise's
-    inputs must stay as they were: a later cell reuses them)."""
-
-    def __init__(self, impl: Any):
-        self._impl = impl
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._impl, name)
-        return _guarded(value) if isinstance(value, types.FunctionType) else value
-
-
-def run_case(case: Case, impl: Any, seed: int) -> Outcome:
-    """Run one case's program on ``impl``; exceptions become an error message."""
+    ``implementation`` is a module or namespace (the reference, a notebook's definitions),
+    which then runs in this process behind a ``local_session``, or the grader's
+    ``Endpoint`` to a student's sandboxed process. Either way the program sees the same
+    proxies and copies, so both give the same outcome. ``answer_limit`` bounds the data
+    one answer of the implementation may hold. ``WorkerLost`` is not caught.
+    """
+    endpoint = implementation if isinstance(implementation, Endpoint) else local_session(implementation)
+    value, error = None, None
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return Outcome(value=to_plain(case.program(_Guard(impl), seed)))
-    except (NotPlainData, InputChanged) as exc:
-        return Outcome(error=str(exc))
+            impl = begin(endpoint, seed, answer_limit)
+            value = to_plain(case.program(impl, seed))
+    except NotPlainData as exc:
+        error = str(exc)
     except Exception as exc:  # noqa: BLE001 - any student error is a result, not a crash
-        return Outcome(error=describe_exception(exc))
+        error = describe_exception(exc)
+    return Outcome(value, error, tuple(endpoint.side_effects), endpoint.largest_answer)
+
+
+@in_student_process
+def gradients(function: Any, *args, wrt: Sequence[int | str], powers: int | tuple[int, ...] = 2,
+              **kwargs) -> tuple[torch.Tensor | None, ...]:
+    """The gradients of Σ_k sum(output_k ** powers[k]) of ``function(*args, **kwargs)``.
+
+    For a check of "gradients reach W": autograd through the student's code must run in
+    the student's process, so this helper runs there. Each entry of ``wrt`` is the position
+    of an argument (a tensor, made a leaf that requires grad) or the name of an attribute
+    of ``function`` (a model's parameter). ``powers`` is one exponent for every output or
+    one per output of a tuple (0 leaves an output out). Returns one gradient per ``wrt``
+    entry, None where none reaches it (as ``.grad`` would be after ``backward()``).
+    """
+    args = [a.detach().requires_grad_() if i in wrt else a for i, a in enumerate(args)]
+    inputs = [args[w] if isinstance(w, int) else getattr(function, w) for w in wrt]
+    outputs = function(*args, **kwargs)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    powers = powers if isinstance(powers, tuple) else (powers,) * len(outputs)
+    loss = sum((output ** power).sum() for output, power in zip(outputs, powers) if power)
+    reached = [isinstance(t, torch.Tensor) and t.requires_grad for t in inputs]
+    found = iter(torch.autograd.grad(loss, [t for t, r in zip(inputs, reached) if r], allow_unused=True))
+    return tuple(next(found) if r else None for r in reached)
 
 
 # --------------------------------------------------------------------------- comparing
@@ -357,34 +336,49 @@ class Verdict:
     message: str  # empty when passed
     margin: float = 0.0  # when failed: how far past the tolerance (see ``Mismatch``)
     judged: bool = False  # failed by a judge (a statistical property), not by comparison
+    raised: bool = False  # failed because the implementation raised an error
 
 
 def judge_case(case: Case, expected: Outcome, actual: Outcome) -> Verdict:
-    """Pass or fail one case, with a message that names the likely mistake."""
+    """Pass or fail one case, with a message that names the likely mistake.
+
+    A result that differs from the reference's and fails a judge gets the more decisive of
+    the two failures (a judge's plain-text verdict is decisive: no tolerance can fix it).
+    """
     if expected.error is not None:
         return Verdict(False, f"internal error: the reference failed ({expected.error})")
     if actual.error is not None:
-        return Verdict(False, actual.error, math.inf)
+        return Verdict(False, actual.error, math.inf, raised=True)
+    compared = None
     if case.compare:
         found = compare(expected.value, actual.value, case.rtol, case.atol)
         if found is not None and found.form:
             return Verdict(False, f"{found}: {FORM_HINT}", found.margin)
         if found:
-            return Verdict(False, _sentence(found) + f" Likely mistake: {case.mistake}", found.margin)
+            compared = Verdict(False, _sentence(found) + f" Likely mistake: {case.mistake}", found.margin)
     for judge in case.judges:
         try:
             found = judge(actual.value)
         except Exception as exc:  # noqa: BLE001 - malformed data fails the judge
+            if compared:
+                break
             found = Mismatch(f"the result could not be checked ({type(exc).__name__}: {exc})", form=True)
         if found and getattr(found, "form", False):
-            return Verdict(False, f"{found}: {FORM_HINT}", math.inf, judged=True)
+            return compared or Verdict(False, f"{found}: {FORM_HINT}", math.inf, judged=True)
         if found:
-            return Verdict(False, _sentence(found) + f" Likely mistake: {case.mistake}", margin_of(found),
-                           judged=True)
+            judged = Verdict(False, _sentence(found) + f" Likely mistake: {case.mistake}", margin_of(found),
+                             judged=True)
+            return judged if compared is None or judged.margin > compared.margin else compared
+    if compared:
+        return compared
+    changed = [effect for effect in actual.side_effects if effect not in expected.side_effects]
+    if changed and not case.changes_arguments:
+        return Verdict(False, f"{changed[0]}; {SIDE_EFFECT_HINT}", math.inf)
     return Verdict(True, "")
 
 
 FORM_HINT = "return what the docstring describes (its type, shape and dtype)"
+SIDE_EFFECT_HINT = "compute on a copy instead (x = x - y, not x -= y or x.sub_(y))"
 
 
 def _sentence(text: str) -> str:

@@ -3,7 +3,7 @@
     python -m utils.feedback REPORTS --out FEEDBACK
 
 reads the JSON reports ``python -m utils.grade ... --out REPORTS`` wrote and writes
-``FEEDBACK/<learner>.md`` for each: the score, then every exercise with its points and, for
+``FEEDBACK/<learner>.md`` for each (``group1%2Fbob.md`` for ``group1/bob.ipynb``): the score, then every exercise with its points and, for
 one not passed, what the grader says failed and the likely mistake. Only the grader's own
 words are used, and the grader never reports the hidden checks' code, inputs or expected
 values, so neither does a page. ``FEEDBACK/index.md`` lists every learner's score.
@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from utils.reports import Report, read_reports
+from utils.reports import Report, page_name, read_reports
 
 # How the grader's statuses read to a learner.
 STATUS_WORDS = {"passed": "passed", "failed": "failed", "error": "raised an error",
@@ -79,7 +79,7 @@ def index(reports: dict[str, Report]) -> str:
     lines = ["# Feedback", "", "| learner | chapter | score | passed |", "|---|---|---|---|"]
     for learner, r in reports.items():
         passed = sum(e.status == "passed" for e in r.exercises)
-        lines.append(f"| [{learner}]({learner}.md) | {r.chapter or '?'} | "
+        lines.append(f"| [{learner}]({page_name(learner)}.md) | {r.chapter or '?'} | "
                      f"{_points(r.score)} / {_points(r.max_score)} | {passed} of {len(r.exercises)} |")
     return "\n".join(lines) + "\n"
 
@@ -88,12 +88,12 @@ def write_feedback(reports_folder: Path, out: Path) -> dict[str, Path]:
     """Write every learner's page and the index; the pages, by learner."""
     reports = read_reports(reports_folder)
     if not reports:
-        raise ValueError(f"{reports_folder}: no grader reports (<learner>.json) in it; "
+        raise ValueError(f"{reports_folder}: no grader reports (<submission>.json) in it; "
                          "run python -m utils.grade SUBMISSIONS --out FOLDER first")
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for learner, report in reports.items():
-        written[learner] = out / f"{learner}.md"
+        written[learner] = out / f"{page_name(learner)}.md"
         written[learner].write_text(page(report), encoding="utf-8")
     (out / "index.md").write_text(index(reports), encoding="utf-8")
     return written

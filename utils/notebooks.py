@@ -48,12 +48,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+from markdown_it import MarkdownIt
 
 from utils import claims
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "chapters" / "src"
-_FENCE = re.compile(r"^```(\w*)\s*$")
+_MARKDOWN = MarkdownIt("commonmark")
 _MODULE = re.compile(r"^<!--\s*module:\s*(\w+)\s*-->\s*$")
 EDITIONS = ("self-study", "class", "solved")
 COMMITTED = ("self-study", "solved")  # the editions ``targets`` names, in its order
@@ -67,36 +68,35 @@ class Block:
 
 
 def parse(source: str, origin: str = "source") -> tuple[str, list[Block]]:
-    """The module name and the blocks of a chapter source."""
+    """The module name and the blocks of a chapter source.
+
+    markdown-it-py (CommonMark) finds the fenced blocks, so a fence inside a longer fence, a
+    list or a quote stays prose; a top-level ``+++`` line breaks the prose between cells.
+    """
     lines = source.splitlines()
     header = _MODULE.match(lines[0]) if lines else None
     if not header:
         raise ValueError(f"{origin}: the first line must be '<!-- module: NAME -->'")
+    cuts = []  # (first line, end line, block or None for a break), in order
+    for token in _MARKDOWN.parse(source):
+        kind = token.info.strip() if token.type == "fence" else None
+        if token.level == 0 and kind in ("python", "exercise", "given"):
+            first, end = token.map
+            closing = lines[end - 1].strip() if first < end - 1 <= len(lines) - 1 else ""
+            if len(closing) < len(token.markup) or set(closing) != {token.markup[0]}:
+                raise ValueError(f"{origin}: the ```{kind} block at line {first + 1} is never closed")
+            cuts.append((first, end, Block(kind, token.content.strip("\n"))))
+        elif token.type == "inline" and token.level == 1 and token.content == "+++":
+            cuts.append((*token.map, None))
     blocks: list[Block] = []
-    prose: list[str] = []
-    fence: str | None = None
-    body: list[str] = []
-    for number, line in enumerate(lines[1:], start=2):
-        match = _FENCE.match(line)
-        if fence is None and match and match.group(1) in ("python", "exercise", "given"):
-            if "".join(prose).strip():
-                blocks.append(Block("markdown", "\n".join(prose).strip("\n")))
-            prose, fence, body = [], match.group(1), []
-        elif fence is not None and line.strip() == "```":
-            blocks.append(Block(fence, "\n".join(body).strip("\n")))
-            fence = None
-        elif fence is not None:
-            body.append(line)
-        elif line.strip() == "+++":  # an explicit break between markdown cells
-            if "".join(prose).strip():
-                blocks.append(Block("markdown", "\n".join(prose).strip("\n")))
-            prose = []
-        else:
-            prose.append(line)
-    if fence is not None:
-        raise ValueError(f"{origin}: a ```{fence} block is never closed")
-    if "".join(prose).strip():
-        blocks.append(Block("markdown", "\n".join(prose).strip("\n")))
+    start = 1
+    for first, end, block in [*cuts, (len(lines), len(lines), None)]:
+        prose = "\n".join(lines[start:first]).strip("\n")
+        if prose.strip():
+            blocks.append(Block("markdown", prose))
+        if block is not None:
+            blocks.append(block)
+        start = end
     return header.group(1), blocks
 
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from utils import notebooks
 from utils.lab import TEMPLATES, WORKSPACE
-from utils.reports import Report, read_report, run_grader
-from utils.submission import read_submission
+from utils.reports import Report, read_report, report_file, run_grader
+from utils.grading.submission import read_submission
 
 MARKS = {"pass": "✓", "fail": "✗", "untouched": "·"}
 
@@ -69,7 +69,7 @@ def template_stubs(template: Path) -> dict[str, str]:
 def untouched(notebook: Path, stubs: dict[str, str]) -> set[str]:
     """The exercises whose last definition in ``notebook`` is still the template's stub.
 
-    The notebook is read as the grader reads it (``utils.submission``), so "last definition"
+    The notebook is read as the grader reads it (``utils.grading.submission``), so "last definition"
     means what it means when grading. A notebook that cannot be read has none untouched: the
     grader will say what is wrong with it.
     """
@@ -118,7 +118,7 @@ def grade(notebook: Path, chapter: Chapter, timeout: float) -> tuple[Report | No
         with waiting(f"grading {notebook.name}"):
             done = run_grader([notebook], Path(out), "--chapter", chapter.module, "--format", "json",
                               "--timeout", str(timeout), "--quiet")
-        report = read_report(Path(out) / f"{notebook.stem}.json")
+        report = read_report(report_file(out, notebook.name))
     said = [line for line in done.stderr.splitlines() if line.strip()]
     return report, (said[-1] if said else f"exit status {done.returncode}")
 

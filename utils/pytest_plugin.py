@@ -6,7 +6,7 @@ directory, with a submission anywhere.
 
 Without ``--submission`` the hidden checks run against ``solutions/`` (and the project's
 own tests run too). With it, only the hidden checks of the submission's chapter run, and
-the submission's side runs in the grader's sandbox (``utils.sandbox``).
+the submission's code runs in the grader's sandbox (``utils.grading``).
 """
 
 from pathlib import Path
@@ -26,7 +26,7 @@ def pytest_addoption(parser):
 
 
 def _submission_chapter(config) -> str:
-    from utils.submission import infer_chapter, read_submission
+    from utils.grading.submission import infer_chapter, read_submission
 
     path = config.getoption("--submission")
     if not Path(path).is_file():
@@ -59,21 +59,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def submission_outcomes(request):
-    """Outcome per case id of the submission's run in the sandbox, or None for the reference."""
+def submission_run(request):
+    """The submission's run in the sandbox (``utils.grading.runner``), or None for the reference."""
     path = request.config.getoption("--submission")
     if not path:
         return None
-    from utils.sandbox import run_submission
-    from utils.submission import read_submission
+    from utils.grading.runner import run_submission
+    from utils.grading.submission import read_submission
 
-    from utils.checks import Outcome, load_suite
-
-    chapter = request.config._course_chapter
-    run = run_submission(read_submission(path), chapter)
-    outcomes = {}
-    for case in load_suite(chapter).cases:
-        exercise = run.exercises[case.exercise]
-        outcomes[case.id] = exercise.outcomes.get(case.id) or Outcome(
-            error=exercise.message or "this case did not run")
-    return outcomes
+    return run_submission(read_submission(path), request.config._course_chapter)

@@ -9,10 +9,14 @@ place, ``read_report``: a change of the grader's format is fixed there.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from utils.grading.reports import file_name
 
 GRADER = [sys.executable, "-m", "utils.grade"]  # the command line the README documents
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,12 +46,28 @@ class Exercise:
 class Report:
     """One submission's grade."""
 
-    learner: str  # the report's file stem: the submission's file name without .ipynb/.py
+    learner: str  # the submission's path in the class folder without .ipynb/.py: "alice", "group1/bob"
     chapter: str | None
     score: float
     max_score: float
     exercises: list[Exercise] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # why (part of) the file could not be graded
+    submission: str = ""  # the file's path in the class folder, as the grader names it
+
+
+def learner_name(submission: str) -> str:
+    """The learner a submission is for: its path in the class folder without ``.ipynb``/``.py``."""
+    return re.sub(r"\.(ipynb|py)$", "", submission)
+
+
+def report_file(folder: Path, submission: str) -> Path:
+    """Where the grader writes the report of ``submission`` (its path below the graded folder)."""
+    return Path(folder) / f"{file_name(submission)}.json"
+
+
+def page_name(learner: str) -> str:
+    """A file name for something written per learner (a feedback page): distinct per learner."""
+    return file_name(learner)
 
 
 def read_report(path: Path) -> Report | None:
@@ -59,20 +79,25 @@ def read_report(path: Path) -> Report | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    if not isinstance(data, dict) or not {"score", "max_score", "exercises"} <= data.keys():
+    if not isinstance(data, dict) or not {"submission", "score", "max_score", "exercises"} <= data.keys():
         return None
     exercises = [Exercise(e["name"], e["status"], float(e["score"]), float(e["max_score"]),
                           e.get("message", "")) for e in data["exercises"]]
-    return Report(path.stem, data.get("chapter"), float(data["score"]), float(data["max_score"]),
-                  exercises, list(data.get("errors", [])))
+    submission = str(data["submission"])
+    return Report(learner_name(submission), data.get("chapter"), float(data["score"]),
+                  float(data["max_score"]), exercises, list(data.get("errors", [])), submission)
 
 
 def read_reports(folder: Path) -> dict[str, Report]:
-    """Every report the grader wrote in ``folder``, by learner, in name order."""
+    """Every report the grader wrote in ``folder``, by learner, in learner order."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder of reports")
-    found = {path.stem: read_report(path) for path in sorted(folder.glob("*.json"))}
-    return {learner: report for learner, report in found.items() if report is not None}
+    found = [report for report in map(read_report, folder.glob("*.json")) if report is not None]
+    names = Counter(report.learner for report in found)
+    for report in found:  # alice.py beside alice.ipynb: each keeps its whole file name
+        if names[report.learner] > 1:
+            report.learner = report.submission
+    return {report.learner: report for report in sorted(found, key=lambda r: r.learner)}
 
 
 def run_grader(submissions: list[Path], out: Path, *options: str) -> subprocess.CompletedProcess:
