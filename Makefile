@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: lab test notebooks claims bench site release browser progress grade
+.PHONY: lab test notebooks claims bench site release browser progress grade nbval
 
 $(INSTALLED): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(None if sys.version_info[:2] == (3, 11) else "The course needs Python 3.11 (the pins are for it), found " + sys.version.split()[0] + ": install 3.11, or run make PYTHON=/path/to/python3.11")'
@@ -23,6 +23,10 @@ test: $(INSTALLED)
 
 notebooks: $(INSTALLED)
 	$(PY) -m utils.notebooks
+
+# the solved notebooks through nbval, a pytest report per cell (make nbval CHAPTERS=3_toy_superposition)
+nbval: $(INSTALLED)
+	$(PY) -m utils.cells $(CHAPTERS)
 
 claims: $(INSTALLED)
 	$(PY) -m utils.claims record

@@ -5,12 +5,15 @@ Each solved notebook is executed end to end on CPU with nbclient (slow: minutes 
 chapter), from a scratch directory, recording its claims (``utils.claims``), once per test
 session (the ``executed`` fixture of tests/conftest.py, which the site's tests share). The
 learners' notebooks (self-study and class editions) are checked for stubs, never executed:
-their stubs raise.
+their stubs raise. One chapter also goes through nbval (``utils.cells``), cell by cell.
 """
 
+import xml.etree.ElementTree as ET
+
+import nbformat
 import pytest
 
-from utils import claims, notebooks
+from utils import cells, claims, notebooks
 
 SOURCES = sorted(notebooks.SOURCES.glob("*.md"))
 STEMS = [s.stem for s in SOURCES]
@@ -18,6 +21,17 @@ STEMS = [s.stem for s in SOURCES]
 
 def test_committed_notebooks_are_fresh():
     assert notebooks.main(["--check"]) == 0, "run `python -m utils.notebooks` and commit the result"
+
+
+def test_nbval_reports_every_cell_of_a_solved_notebook(tmp_path):
+    """``make nbval`` on the quickest chapter: one passing pytest item per code cell."""
+    stem = "3_toy_superposition"
+    report = tmp_path / "cells.xml"
+    assert cells.run([stem], ["-q", f"--junitxml={report}"]) == 0
+    items = list(ET.parse(report).getroot().iter("testcase"))
+    solved = nbformat.read(notebooks.targets(notebooks.SOURCES / f"{stem}.md")[1], as_version=4)
+    assert len(items) == sum(cell.cell_type == "code" for cell in solved.cells)
+    assert not [item.get("name") for item in items if len(item)], "a cell failed, errored or was skipped"
 
 
 def test_the_source_reader_takes_only_top_level_fences_as_cells():
