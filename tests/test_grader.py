@@ -273,7 +273,7 @@ def test_1_student_code_runs_without_privileges(corpus):
         assert not path.is_file() or SECRET not in path.read_text(errors="replace")
 
 
-def test_2_limits_hold_for_the_submission_as_a_whole(corpus):
+def test_2_limits_hold_for_the_submission_as_a_whole(corpus, measured):
     """Memory of all processes and in-memory files together, tasks, scratch, CPU share."""
     report = corpus["reports"]["limits.py"]
     exercises = _exercises(report)
@@ -294,6 +294,10 @@ def test_2_limits_hold_for_the_submission_as_a_whole(corpus):
     assert int(_observed(report, "analogy_3cosadd")["scratch_mb"]) <= Limits.scratch_mb
     assert float(_observed(report, "analogy_3cosmul")["cpu_share"]) <= Limits.cpus * 1.25
     assert report["peak_memory_mb"] <= MEMORY_MB * (1.0 if AS_ROOT else 1.25), report["peak_memory_mb"]
+    measured(f"grader, limits ({layer}, memory {MEMORY_MB} MB): whole-tree peak {report['peak_memory_mb']} MB; "
+             f"{_observed(report, 'nearest_neighbours')['processes']} processes at once (cap {Limits.tasks}); "
+             f"scratch {_observed(report, 'analogy_3cosadd')['scratch_mb']} MB (cap {Limits.scratch_mb}); "
+             f"CPU share {_observed(report, 'analogy_3cosmul')['cpu_share']} (cap {Limits.cpus})")
 
 
 def test_3_students_cannot_read_each_other(corpus):
@@ -383,7 +387,7 @@ def _peak_growth_mb(grade) -> float:
     return (int(status["VmHWM"].split()[0]) - before) / 1024
 
 
-def test_7_the_graders_own_memory_stays_bounded(tmp_path):
+def test_7_the_graders_own_memory_stays_bounded(tmp_path, measured):
     """A notebook with a 150 MB literal is refused unread; 40 MB results, where the reference's
     are a few kB, are refused by the student's process before they are sent."""
     literal = tmp_path / "literal.ipynb"
@@ -403,6 +407,8 @@ def test_7_the_graders_own_memory_stays_bounded(tmp_path):
     assert all("the result holds 38.1 MB of data, far more than this check expects" in e["message"]
                for e in results["large_results.py"]["exercises"]), results["large_results.py"]
     assert growth["literal.ipynb"] < 20 and growth["large_results.py"] < 200, growth
+    measured(f"grader's own peak memory growth: a 150 MB literal {growth['literal.ipynb']:.1f} MB, "
+             f"40 MB results {growth['large_results.py']:.1f} MB")
 
 
 def test_8_a_grader_that_cannot_grade_stops_with_a_clear_error(tmp_path, capsys):
