@@ -82,6 +82,10 @@ def start(plan: dict, read_fd: int, write_fd: int) -> None:
     os.close(go_write)
     os.read(go_read, 1)  # wait until the worker has spoken, so that messages never interleave
     os.close(go_read)
+    # Imported here, not before unsharing: some of these start threads (OpenBLAS, pyarrow), and
+    # the kernel refuses a user namespace to a process with threads (a fork server's child has
+    # them imported already, without the threads).
+    _preload()
     _serve(plan, transport, layers, "mount namespace" in layers and "pid namespace" in layers)
 
 
@@ -192,5 +196,4 @@ def main(argv: list[str]) -> None:
     """A fork server (``--serve FD``) or one worker (its plan on stdin, ``READ_FD WRITE_FD``)."""
     if argv[:1] == ["--serve"]:
         serve_forks(int(argv[1]))
-    _preload()
     start(json.loads(sys.stdin.read()), int(argv[0]), int(argv[1]))
