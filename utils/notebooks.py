@@ -82,7 +82,7 @@ def parse(source: str, origin: str = "source") -> tuple[str, list[Block]]:
         kind = token.info.strip() if token.type == "fence" else None
         if token.level == 0 and kind in ("python", "exercise", "given"):
             first, end = token.map
-            closing = lines[end - 1].strip() if first < end - 1 <= len(lines) - 1 else ""
+            closing = lines[end - 1].strip() if first + 1 < end <= len(lines) else ""  # the fence's last line
             if len(closing) < len(token.markup) or set(closing) != {token.markup[0]}:
                 raise ValueError(f"{origin}: the ```{kind} block at line {first + 1} is never closed")
             cuts.append((first, end, Block(kind, token.content.strip("\n"))))
